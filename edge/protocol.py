@@ -1,0 +1,204 @@
+"""The wire contract between nodes and the store gateway: topics, payload models, codecs.
+
+The node defines what it sends, so the contract lives here; the gateway and the simulator import
+it and nothing else of the edge's internals. Every payload names its schema and version in the
+JSON itself, so nothing essential depends on MQTT 5 user properties (the embedded demo broker
+speaks MQTT 3.1.1 only). See docs/mqtt.md for the topic table with examples.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+TOPIC_ROOT = "omnisense/v1"
+SCHEMA_VERSION = 1
+EVENT_QOS = 1
+
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_ID_RE = re.compile(ID_PATTERN)
+Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+class Channel(StrEnum):
+    """What follows `omnisense/v1/{store_id}/{node_id}/` in a topic."""
+
+    STATUS = "status"
+    PRESENCE = "events/presence"
+    COUNTS = "events/counts"
+    CONFIG = "config"
+
+
+EVENT_CHANNELS = (Channel.PRESENCE, Channel.COUNTS)
+
+
+def topic(store_id: str, node_id: str, channel: Channel) -> str:
+    return f"{TOPIC_ROOT}/{store_id}/{node_id}/{channel.value}"
+
+
+def store_filter(store_id: str, channel: Channel) -> str:
+    """Subscription filter for one channel of every node of a store."""
+    return f"{TOPIC_ROOT}/{store_id}/+/{channel.value}"
+
+
+class TopicError(ValueError):
+    pass
+
+
+def parse_topic(name: str) -> tuple[str, str, Channel]:
+    """Split a topic into (store_id, node_id, channel); raises TopicError naming the problem."""
+    prefix = TOPIC_ROOT + "/"
+    if not name.startswith(prefix):
+        raise TopicError(f"topic {name!r} is not under {TOPIC_ROOT}/")
+    parts = name[len(prefix) :].split("/", 2)
+    if len(parts) != 3:
+        raise TopicError(f"topic {name!r} lacks store, node or channel")
+    store_id, node_id, rest = parts
+    if not _ID_RE.match(store_id) or not _ID_RE.match(node_id):
+        raise TopicError(f"topic {name!r} has an invalid store or node id")
+    try:
+        return store_id, node_id, Channel(rest)
+    except ValueError:
+        raise TopicError(f"topic {name!r} has unknown channel {rest!r}") from None
+
+
+class _Payload(BaseModel):
+    """Base of every payload: strict, so a typo or a wrong type is an error, not a silent default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    v: Literal[1] = Field(SCHEMA_VERSION, description="Schema version; a new version is a new value.")
+    node_id: Identifier
+    boot_id: Identifier = Field(description="Random per process start; tells restarts apart.")
+    ts: AwareDatetime = Field(description="When the node produced this payload (UTC).")
+
+
+class _Event(_Payload):
+    seq: int = Field(ge=1, description="Per-node sequence; increases by one per event, survives restarts.")
+
+
+class PresenceEvent(_Event):
+    """A pseudonymous device entering, dwelling in or leaving a zone."""
+
+    schema_: Literal["omnisense.presence"] = Field("omnisense.presence", alias="schema")
+    device: Annotated[str, Field(pattern=r"^[0-9a-f]{16,64}$")] = Field(
+        description="Keyed hash of the device under the store's daily salt, or an app's ephemeral ID."
+    )
+    zone: Identifier
+    action: Literal["enter", "dwell", "exit"]
+    dwell_s: float = Field(0.0, ge=0)
+    rssi: float | None = None
+    source: Literal["ble", "wifi", "app"] = "ble"
+
+
+class CountsEvent(_Event):
+    """Camera line crossings and occupancy over one interval."""
+
+    schema_: Literal["omnisense.counts"] = Field("omnisense.counts", alias="schema")
+    interval_s: float = Field(gt=0)
+    line_in: int = Field(ge=0)
+    line_out: int = Field(ge=0)
+    occupancy: int = Field(ge=0)
+    zones: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+
+
+Event = PresenceEvent | CountsEvent
+EVENT_MODELS: dict[Channel, type[PresenceEvent] | type[CountsEvent]] = {
+    Channel.PRESENCE: PresenceEvent,
+    Channel.COUNTS: CountsEvent,
+}
+CHANNEL_OF_SCHEMA = {"omnisense.presence": Channel.PRESENCE, "omnisense.counts": Channel.COUNTS}
+
+
+class NodeStatus(_Payload):
+    """Retained on `status`: `online` at connect (and as a heartbeat), `offline` as the Last Will."""
+
+    schema_: Literal["omnisense.status"] = Field("omnisense.status", alias="schema")
+    state: Literal["online", "offline"]
+    last_seq: int = Field(0, ge=0, description="Highest seq allocated so far.")
+    outbox_depth: int = Field(0, ge=0, description="Events on disk not yet acknowledged by the broker.")
+    dropped: int = Field(0, ge=0, description="Events discarded because the outbox was full.")
+    config_version: int | None = Field(None, description="Version of the retained config applied.")
+
+
+class RemoteConfig(BaseModel):
+    """Retained on `config`, written by the gateway for one node."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_: Literal["omnisense.config"] = Field("omnisense.config", alias="schema")
+    v: Literal[1] = SCHEMA_VERSION
+    node_id: Identifier
+    version: int = Field(ge=1)
+    issued_at: AwareDatetime
+    zone: Identifier | None = None
+
+
+def schema_property(model: BaseModel) -> str:
+    """`schema/version`, sent as an MQTT 5 user property so brokers and tools can route on it."""
+    return f"{model.schema_}/{model.v}"  # type: ignore[attr-defined]
+
+
+def encode(model: BaseModel) -> bytes:
+    return model.model_dump_json(by_alias=True).encode()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class PayloadError(ValueError):
+    """A payload that breaks the contract; `code` is a stable category, str() the dead-letter reason."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+def decode_event(channel: Channel, topic_node_id: str, payload: bytes, max_bytes: int) -> Event:
+    """Validate one event payload against the contract, or raise PayloadError saying why."""
+    if len(payload) > max_bytes:
+        raise PayloadError("oversize", f"payload of {len(payload)} bytes exceeds the limit of {max_bytes}")
+    model = EVENT_MODELS.get(channel)
+    if model is None:
+        raise PayloadError("wrong_channel", f"channel {channel.value!r} carries no events")
+    try:
+        event = model.model_validate_json(payload)
+    except ValidationError as exc:
+        raise PayloadError(*_explain(payload, exc, model)) from None
+    if event.node_id != topic_node_id:
+        raise PayloadError("node_mismatch", f"node_id {event.node_id!r} in payload does not match topic node {topic_node_id!r}")
+    return event
+
+
+def decode_status(payload: bytes) -> NodeStatus:
+    try:
+        return NodeStatus.model_validate_json(payload)
+    except ValidationError as exc:
+        raise PayloadError(*_explain(payload, exc, NodeStatus)) from None
+
+
+def _explain(payload: bytes, exc: ValidationError, model: type[BaseModel]) -> tuple[str, str]:
+    """Turn a validation failure into (code, one line a person can act on)."""
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as err:
+        return "not_json", f"not JSON: {err}"
+    if not isinstance(doc, dict):
+        return "invalid", f"not a JSON object but {type(doc).__name__}"
+    expected_schema = model.model_fields["schema_"].default
+    if doc.get("schema") not in (None, expected_schema):
+        return "wrong_schema", f"schema {doc.get('schema')!r} on a topic that carries {expected_schema!r}"
+    if "v" in doc and doc["v"] != SCHEMA_VERSION:
+        return "unknown_version", f"unknown schema version {doc['v']!r} (this gateway reads version {SCHEMA_VERSION})"
+    problems = []
+    for err in exc.errors()[:3]:
+        where = ".".join(str(p) for p in err["loc"]) or "payload"
+        problems.append(f"{where}: {err['msg']}")
+    more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
+    return "invalid", "; ".join(problems) + more

@@ -1,0 +1,46 @@
+"""The gateway's configuration model (`config/gateway.example.yaml`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from edge.protocol import Identifier
+from edge.settings import ConfigModel, MqttSettings
+
+ENV_PREFIX = "OMNISENSE_GATEWAY"
+
+
+class ApiSettings(ConfigModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535, description="0 picks a free port.")
+
+
+class IngestSettings(ConfigModel):
+    max_payload_bytes: int = Field(64 * 1024, ge=256, description="Larger payloads are dead-lettered.")
+    max_batch: int = Field(2000, ge=1, description="Most messages committed in one transaction.")
+    queue_limit: int = Field(50_000, ge=100, description="Received but uncommitted messages held in memory.")
+
+
+class KnownNode(ConfigModel):
+    node_id: Identifier
+    zone: Identifier | None = None
+
+
+class GatewayConfig(ConfigModel):
+    store_id: Identifier
+    db_path: Path = Field(Path(".omnisense/gateway.db"))
+    mqtt: MqttSettings = MqttSettings()
+    api: ApiSettings = ApiSettings()
+    ingest: IngestSettings = IngestSettings()
+    nodes: list[KnownNode] = Field(default_factory=list, description="Nodes of this store; others are dead-lettered.")
+
+    @model_validator(mode="after")
+    def _unique_nodes(self) -> GatewayConfig:
+        seen: set[str] = set()
+        for node in self.nodes:
+            if node.node_id in seen:
+                raise ValueError(f"node {node.node_id!r} is listed twice under nodes")
+            seen.add(node.node_id)
+        return self

@@ -1,0 +1,102 @@
+"""The gateway process: MQTT subscription -> ingest thread -> SQLite, plus the HTTP API.
+
+The MQTT session is persistent (fixed client id, never a clean start, long expiry), so events
+published while the gateway is down wait in the broker and arrive when it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+
+from edge import protocol
+from edge.mqtt import Inbound, MqttLink, NotConnected
+from edge.protocol import Channel, RemoteConfig
+from gateway.api import Health, create_app
+from gateway.config import GatewayConfig
+from gateway.ingest import Ingestor
+from gateway.store import EventStore
+
+log = logging.getLogger(__name__)
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the process owner decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.store = EventStore(config.db_path)
+        self.config_versions = self.store.register_nodes({n.node_id: n.zone for n in config.nodes})
+        self.link = MqttLink(
+            config.mqtt,
+            client_id=f"omnisense-gateway-{config.store_id}",
+            subscriptions=[(protocol.store_filter(config.store_id, ch), 1)
+                           for ch in (Channel.STATUS, *protocol.EVENT_CHANNELS)],
+            persistent=True,
+            manual_ack=True,
+            on_message=self._on_message,
+            on_connect=self._publish_configs,
+        )
+        self.ingestor = Ingestor(
+            self.store, config.store_id, {n.node_id for n in config.nodes}, config.ingest.max_payload_bytes,
+            config.ingest.max_batch, config.ingest.queue_limit, ack=self.link.ack,
+        )
+        self.api_port: int | None = None
+        self._server: _ApiServer | None = None
+
+    def _on_message(self, message: Inbound) -> None:
+        self.ingestor.submit(message)
+
+    def _publish_configs(self) -> None:
+        """Write each known node's retained config (zone, version); nodes apply it on (re)connect."""
+        for node in self.config.nodes:
+            config = RemoteConfig(node_id=node.node_id, version=self.config_versions[node.node_id],
+                                  issued_at=protocol.utcnow(), zone=node.zone)
+            try:
+                self.link.publish(protocol.topic(self.config.store_id, node.node_id, Channel.CONFIG),
+                                  protocol.encode(config), qos=1, retain=True, schema="omnisense.config/1")
+            except NotConnected:
+                return
+
+    def health(self) -> Health:
+        failed = self.ingestor.failed
+        connected = self.link.connected.is_set()
+        return Health(status="ok" if connected and failed is None else "degraded", mqtt_connected=connected,
+                      ingest_backlog=self.ingestor.backlog, ingest_error=str(failed) if failed else None)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.api.host}:{self.api_port}"
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        sock = socket.socket(socket.AF_INET6 if ":" in self.config.api.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.config.api.host, self.config.api.port))
+        self.api_port = sock.getsockname()[1]
+        app = create_app(self.config.db_path, self.health)
+        self._server = _ApiServer(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+        self.ingestor.start()
+        self.link.start()
+        serving = asyncio.create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started and not serving.done():
+            await asyncio.sleep(0.01)
+        log.info("gateway for store %s: API on %s, MQTT %s", self.config.store_id, self.url, self.config.mqtt.url)
+        if ready is not None:
+            ready.set()
+        await asyncio.wait([asyncio.create_task(stop.wait()), serving], return_when=asyncio.FIRST_COMPLETED)
+        self._server.should_exit = True
+        await serving
+        await asyncio.to_thread(self.link.stop)
+        await asyncio.to_thread(self.ingestor.stop)
+        self.store.close()
