@@ -21,7 +21,7 @@ class OutboxSettings(ConfigModel):
 
 
 class PublishSettings(ConfigModel):
-    max_inflight: int = Field(100, ge=1, le=65535, description="Events sent but not yet acknowledged.")
+    max_inflight: int = Field(100, ge=1, le=20_000, description="Events sent but not yet acknowledged.")
     status_interval_s: float = Field(30.0, gt=0, description="Heartbeat of the retained status.")
     drain_timeout_s: float = Field(3.0, ge=0, description="On shutdown, how long to wait for in-flight acks.")
 

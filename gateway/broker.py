@@ -3,6 +3,7 @@ embedded amqtt broker for the zero-install demo."""
 
 from __future__ import annotations
 
+import getpass
 import logging
 import re
 import socket
@@ -19,8 +20,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def mosquitto_conf(port: int, data_dir: Path, base: Path = MOSQUITTO_CONF, host: str = "127.0.0.1") -> str:
-    """The shipped configuration with its listener and persistence folder moved to `port` and `data_dir`."""
-    text = base.read_text()
+    """The shipped configuration with its listener and persistence folder moved to `port` and `data_dir`.
+
+    It also runs the broker as the current user: started as root, Mosquitto otherwise switches to
+    the `mosquitto` user, which cannot write the persistence file into our folder.
+    """
+    text = base.read_text() + f"\nuser {getpass.getuser()}\n"
     text, listeners = re.subn(r"(?m)^listener\s+.*$", f"listener {port} {host}", text)
     text, folders = re.subn(r"(?m)^persistence_location\s+.*$", f"persistence_location {data_dir}/", text)
     if listeners != 1 or folders != 1:

@@ -10,8 +10,9 @@ not acknowledged, and the unique key drops what had been committed.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -75,7 +76,10 @@ class Ingestor:
         self.counters = IngestCounters()
         self._ack = ack
         self._on_commit = on_commit
-        self._queue: queue.Queue[Inbound | None] = queue.Queue(maxsize=queue_limit)
+        self.queue_limit = queue_limit
+        self._inbox: deque[Inbound] = deque()  # appended on the MQTT thread, drained here: no lock per message
+        self._arrived = threading.Event()
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
         self.failed: BaseException | None = None
 
@@ -84,32 +88,31 @@ class Ingestor:
 
     @property
     def backlog(self) -> int:
-        return self._queue.qsize()
+        return len(self._inbox)
 
     def submit(self, message: Inbound) -> None:
-        """Called on the MQTT thread; blocks when the writer is behind, which holds the broker back."""
-        self._queue.put(message)
+        """Called on the MQTT thread; waits while the writer is far behind, which holds the broker back."""
+        self._inbox.append(message)
+        if not self._arrived.is_set():
+            self._arrived.set()
+        while len(self._inbox) > self.queue_limit and self._thread.is_alive():
+            time.sleep(0.001)
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._queue.put(None)
+        self._stopping = True
+        self._arrived.set()
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
+        inbox = self._inbox
+        while True:
+            if not inbox:
+                if self._stopping:
+                    return
+                self._arrived.wait(0.5)
+                self._arrived.clear()
+                continue
+            batch = [inbox.popleft() for _ in range(min(len(inbox), self.max_batch))]
             try:
                 self._commit(batch)
             except Exception as exc:  # the database is broken: stop acknowledging, let the broker keep it

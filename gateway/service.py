@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import uvicorn
 
@@ -20,7 +20,7 @@ from edge.protocol import Channel, RemoteConfig
 from gateway.api import Health, create_app
 from gateway.config import GatewayConfig
 from gateway.ingest import Ingestor
-from gateway.store import EventStore
+from gateway.store import Accepted, EventStore
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,9 @@ class _ApiServer(uvicorn.Server):
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig,
+                 on_commit: Callable[[list[Accepted]], None] | None = None) -> None:
+        """`on_commit` sees each batch of accepted events (redeliveries included) once it is durable."""
         self.config = config
         self.store = EventStore(config.db_path)
         self.config_versions = self.store.register_nodes({n.node_id: n.zone for n in config.nodes})
@@ -50,7 +52,7 @@ class Gateway:
         )
         self.ingestor = Ingestor(
             self.store, config.store_id, {n.node_id for n in config.nodes}, config.ingest.max_payload_bytes,
-            config.ingest.max_batch, config.ingest.queue_limit, ack=self.link.ack,
+            config.ingest.max_batch, config.ingest.queue_limit, ack=self.link.ack, on_commit=on_commit,
         )
         self.api_port: int | None = None
         self._server: _ApiServer | None = None
