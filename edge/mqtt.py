@@ -85,9 +85,11 @@ class MqttLink:
         self._on_published = on_published
         self.protocol = paho.MQTTv311 if settings.protocol == "3.1.1" else paho.MQTTv5
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # the broker has acknowledged our subscriptions (SUBACK)
         self.connect_count = 0
         self.last_error: str | None = None
         self._stopping = threading.Event()
+        self._subscribe_mid = -1
         self._client: paho.Client | None = None
 
     @property
@@ -182,6 +184,7 @@ class MqttLink:
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         client.on_publish = self._handle_publish
+        client.on_subscribe = self._handle_subscribe
         properties = None
         clean_start: bool | int = paho.MQTT_CLEAN_START_FIRST_ONLY
         if v5:
@@ -202,18 +205,28 @@ class MqttLink:
             return
         self.connect_count += 1
         self.last_error = None
-        for topic_filter, qos in self.subscriptions:
-            client.subscribe(topic_filter, qos)
+        if self.subscriptions:
+            self._subscribe_mid = client.subscribe(self.subscriptions)[1]
+        else:
+            self.subscribed.set()
         self.connected.set()
         log.info("%s connected to %s:%s (MQTT %s)", self.client_id, self.settings.host, self.settings.port,
                  self.protocol_name)
         if self._on_connect:
             self._on_connect()
 
+    def _handle_subscribe(self, _c: object, _u: object, mid: int, reasons: list[ReasonCode], _p: object) -> None:
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            log.error("%s: broker refused subscriptions: %s", self.client_id, ", ".join(refused))
+        elif mid == self._subscribe_mid:
+            self.subscribed.set()
+
     def _handle_disconnect(self, _c: object, _u: object, _f: object, reason: ReasonCode,
                            _p: object) -> None:
         was_connected = self.connected.is_set()
         self.connected.clear()
+        self.subscribed.clear()
         if was_connected:
             if not self._stopping.is_set():
                 log.warning("%s lost the broker: %s; reconnecting", self.client_id, reason)

@@ -80,6 +80,8 @@ class Node:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     def _on_message(self, message: Inbound) -> None:
+        if message.topic != self._topics[Channel.CONFIG.value]:
+            return
         try:
             config = RemoteConfig.model_validate_json(message.payload)
         except ValidationError as exc:

@@ -9,6 +9,7 @@ not acknowledged, and the unique key drops what had been committed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -26,11 +27,20 @@ log = logging.getLogger(__name__)
 Triaged = Accepted | NodeStatus | DeadLetter | None
 
 
-def triage(message: Inbound, store_id: str, known_nodes: set[str], max_bytes: int) -> Triaged:
+@functools.lru_cache(maxsize=4096)
+def _route(name: str) -> tuple[str, str, Channel] | str:
+    """parse_topic, remembered: a store has a few dozen topics and each is seen thousands of times."""
     try:
-        store, node_id, channel = protocol.parse_topic(message.topic)
+        return protocol.parse_topic(name)
     except TopicError as err:
-        return DeadLetter(message.topic, None, "bad_topic", str(err), message.payload)
+        return str(err)
+
+
+def triage(message: Inbound, store_id: str, known_nodes: set[str], max_bytes: int) -> Triaged:
+    route = _route(message.topic)
+    if isinstance(route, str):
+        return DeadLetter(message.topic, None, "bad_topic", route, message.payload)
+    store, node_id, channel = route
     if store != store_id:
         return DeadLetter(message.topic, None, "foreign_store", f"store {store!r} is not this gateway's", message.payload)
     if node_id not in known_nodes:
