@@ -199,3 +199,17 @@ def test_burst_of_50000_while_gateway_is_down_is_delivered_in_full(mosquitto, tm
     gateway.start()
     wait_all_stored(gateway, nodes, 50_000, 120)
     assert assert_exactly_once(gateway, nodes) == 50_000
+
+
+def test_node_that_boots_before_the_broker_buffers_then_delivers_in_order(mosquitto, tmp_path, services):
+    gateway = GatewayProc(mosquitto, tmp_path, ["node-1"])
+    gateway.start()  # its persistent session exists from now on, and survives the broker's restart
+    services.append(gateway)
+    mosquitto.stop()
+    [node] = start_nodes(mosquitto, tmp_path, services, count=500, n=1, rate_hz=0)
+    wait_for(lambda: node.outbox() == (500, 500), 30, "the node to buffer everything on disk")
+    mosquitto.start()
+    wait_all_stored(gateway, [node], 500, 60)
+    assert assert_exactly_once(gateway, [node]) == 500
+    seqs_in_arrival_order = [e["seq"] for e in gateway.get("/api/events", node="node-1", limit=10_000)]
+    assert seqs_in_arrival_order == sorted(seqs_in_arrival_order), "replayed out of order"
