@@ -254,7 +254,8 @@ class MqttLink:
             properties = Properties(PacketTypes.PUBLISH)
             properties.UserProperty = ("schema", schema)
         info = client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
-        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_QUEUE_SIZE):
+        # NO_CONN: the connection dropped just now; paho keeps a QoS 1 message and sends it on reconnect.
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN) or (qos == 0 and info.rc):
             raise NotConnected(f"{self.client_id}: publish failed: {paho.error_string(info.rc)}")
         return info.mid
 

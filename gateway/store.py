@@ -95,17 +95,16 @@ class EventStore:
     def register_nodes(self, nodes: dict[str, str | None]) -> dict[str, int]:
         """Mark the configured nodes as known; bump a node's config version when its zone changed."""
         versions = {}
-        with self.db.conn:
-            self._conn.execute("UPDATE nodes SET known = 0")
-            for node_id, zone in nodes.items():
-                row = next(self.db["nodes"].rows_where("node_id = ?", [node_id]), None)
-                version = (row["config_version"] or 0) if row else 0
-                if row is None or row["zone"] != zone or version == 0:
-                    version += 1
-                self.db["nodes"].upsert({"node_id": node_id, "known": 1, "zone": zone,
-                                         "config_version": version}, pk="node_id")
-                versions[node_id] = version
-                self.trackers.setdefault(node_id, SeqTracker())
+        self._conn.execute("UPDATE nodes SET known = 0")
+        for node_id, zone in nodes.items():
+            row = next(self.db["nodes"].rows_where("node_id = ?", [node_id]), None)
+            version = (row["config_version"] or 0) if row else 0
+            if row is None or row["zone"] != zone or version == 0:
+                version += 1
+            self.db["nodes"].upsert({"node_id": node_id, "known": 1, "zone": zone,
+                                     "config_version": version}, pk="node_id")
+            versions[node_id] = version
+            self.trackers.setdefault(node_id, SeqTracker())
         return versions
 
     def write(self, accepted: list[Accepted], dead: list[DeadLetter], statuses: list[NodeStatus]) -> int:

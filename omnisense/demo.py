@@ -136,6 +136,7 @@ async def run_demo(settings: DemoSettings) -> bool:
     if broker is not None:
         await broker.stop()
     sent = sum(n.outbox.last_seq for n in nodes)
+    console.print()
     if lost:
         console.print(f"[bold red]{lost} of {sent} events did not reach the gateway.[/]")
     else:
