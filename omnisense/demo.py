@@ -37,15 +37,21 @@ class DemoSettings:
     data_dir: Path = Path(".demo")
 
 
-def _table(title: str, nodes: list[Node], db_path: Path) -> Table:
+def _gateway_view(db_path: Path) -> tuple[dict[str, dict], int]:
+    """Per-node rows from the gateway's database, and dead letters not attributable to a known node."""
     db = open_db(db_path, readonly=True)
     try:
         rows = {r["node_id"]: r for r in node_rows(db)}
-        dead_elsewhere = next(db.query(
+        elsewhere = next(db.query(
             "SELECT count(*) AS n FROM dead_letters WHERE node_id IS NULL"
             " OR node_id NOT IN (SELECT node_id FROM nodes WHERE known)"))["n"]
     finally:
         db.conn.close()
+    return rows, elsewhere
+
+
+def _table(title: str, nodes: list[Node], db_path: Path) -> Table:
+    rows, dead_elsewhere = _gateway_view(db_path)
     table = Table(title=title)
     for column in ("node", "zone", "sent", "in outbox", "stored", "duplicates dropped", "gaps", "dead letters"):
         table.add_column(column, justify="left" if column in ("node", "zone") else "right")
@@ -61,11 +67,7 @@ def _table(title: str, nodes: list[Node], db_path: Path) -> Table:
 
 
 def _lost(nodes: list[Node], db_path: Path) -> int:
-    db = open_db(db_path, readonly=True)
-    try:
-        rows = {r["node_id"]: r for r in node_rows(db)}
-    finally:
-        db.conn.close()
+    rows, _ = _gateway_view(db_path)
     return sum(max(0, n.outbox.last_seq - rows.get(n.config.node_id, {}).get("stored", 0)) for n in nodes)
 
 
