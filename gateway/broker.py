@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import getpass
 import logging
+import os
 import re
+import shutil
+import signal
 import socket
+import subprocess
+import time
 from pathlib import Path
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
@@ -31,6 +36,53 @@ def mosquitto_conf(port: int, data_dir: Path, base: Path = MOSQUITTO_CONF, host:
     if listeners != 1 or folders != 1:
         raise ValueError(f"{base}: expected exactly one 'listener' and one 'persistence_location' line")
     return text
+
+
+def find_mosquitto() -> str | None:
+    """The mosquitto binary; Debian installs it in /usr/sbin, which is not on every user's PATH."""
+    return shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None)
+
+
+class MosquittoProcess:
+    """A private Mosquitto on a free port, running the shipped configuration, as a child process."""
+
+    def __init__(self, workdir: Path, binary: str | None = None) -> None:
+        found = binary or find_mosquitto()
+        if found is None:
+            raise FileNotFoundError("the mosquitto binary is missing: install it with 'sudo apt-get install -y mosquitto'")
+        self.binary = found
+        self.port = free_port()
+        self.data_dir = workdir / "mosquitto"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.conf = self.data_dir / "mosquitto.conf"
+        self.conf.write_text(mosquitto_conf(self.port, self.data_dir))
+        self.log = self.data_dir / "mosquitto.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while not self._accepting():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"mosquitto did not listen on port {self.port} within {timeout:.0f} s")
+            time.sleep(0.05)
+
+    def _accepting(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-2000:]}")
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(15)
+        self.proc = None
 
 
 class EmbeddedBroker:

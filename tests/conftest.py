@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -17,13 +16,13 @@ import httpx
 import pytest
 import yaml
 
-from gateway.broker import free_port, mosquitto_conf
+from gateway.broker import MosquittoProcess, find_mosquitto, free_port
 
 STORE = "test-store"
 
 
 def mosquitto_binary() -> str:
-    found = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None)
+    found = find_mosquitto()
     if found is None:
         pytest.fail("the mosquitto binary is missing: install it with 'sudo apt-get install -y mosquitto'")
     return found
@@ -40,41 +39,11 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
-class Mosquitto:
+class Mosquitto(MosquittoProcess):
     """A real broker on a free port, running the project's mosquitto.conf."""
 
     def __init__(self, workdir: Path) -> None:
-        self.binary = mosquitto_binary()
-        self.port = free_port()
-        self.data_dir = workdir / "mosquitto"
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.conf = self.data_dir / "mosquitto.conf"
-        self.conf.write_text(mosquitto_conf(self.port, self.data_dir))
-        self.log = self.data_dir / "mosquitto.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
-        wait_for(self._accepting, 10, "mosquitto to listen")
-
-    def _accepting(self) -> bool:
-        import socket
-
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"mosquitto exited: {self.log.read_text()[-2000:]}")
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", self.port)) == 0
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(15)
-        self.proc = None
+        super().__init__(workdir, mosquitto_binary())
 
 
 @pytest.fixture

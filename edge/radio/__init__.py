@@ -1,0 +1,1 @@
+"""Radio input: BLE adverts and Wi-Fi probe requests turned into anonymous presence (pure parts and adapters)."""
