@@ -45,12 +45,13 @@ class StoreReplica:
     """One store's nodes and shoppers; yields (time, topic, payload) for a window, in time order."""
 
     def __init__(self, plan: StorePlan, k: int, seed: int, start: float, end: float,
-                 settings: EventSimSettings, node_limit: int | None = None) -> None:
+                 settings: EventSimSettings, node_limit: int | None = None, warmup_s: float = 0.0) -> None:
         self.plan, self.settings = plan, settings
         self.store_id = replica_store_id(plan, k)
         self.seed = seed
         self.nodes = plan.nodes[:node_limit] if node_limit else plan.nodes
-        self.visitors: list[Visitor] = ShopperModel(plan, seed).simulate(start, end)
+        # Shoppers from `warmup_s` before the start, so a run can begin in a busy store; events from the start.
+        self.visitors: list[Visitor] = ShopperModel(plan, seed).simulate(start - warmup_s, end)
         self.phones: list[Phone] = build_phones(plan, self.visitors, seed, start, end)
         self.boot_id = secrets.token_hex(6)
         self.seq = [0] * len(self.nodes)
@@ -88,7 +89,7 @@ class StoreReplica:
             if phone is None:
                 continue
             for stay in visitor.stays:
-                if stay.enter >= end:
+                if stay.enter >= end or stay.exit < start:
                     continue
                 here = [i for i in radio_nodes if self.nodes[i].zone == stay.zone]
                 if not here:
@@ -101,7 +102,7 @@ class StoreReplica:
                 updates = np.arange(stay.enter + self.settings.dwell_every_s, stay.exit, self.settings.dwell_every_s)
                 t = np.concatenate([[stay.enter], updates, [stay.exit]])
                 k = np.concatenate([[ENTER], np.full(len(updates), DWELL), [EXIT]])
-                keep = t < end
+                keep = (t >= start) & (t < end)
                 times.append(t[keep])
                 kinds.append(k[keep])
                 nodes.append(np.full(int(keep.sum()), best))
@@ -179,12 +180,12 @@ def merged(replicas: list[StoreReplica], start: float, end: float) -> Iterator[t
 
 
 def build_replicas(plan: StorePlan, nodes: int, seed: int, start: float, end: float,
-                   settings: EventSimSettings = EventSimSettings()) -> list[StoreReplica]:
+                   settings: EventSimSettings = EventSimSettings(), warmup_s: float = 0.0) -> list[StoreReplica]:
     per_store = len(plan.nodes)
     count = max(1, -(-nodes // per_store))
     replicas = []
     for k in range(count):
         limit = min(per_store, nodes - k * per_store)
         replicas.append(StoreReplica(plan, k, seed + 1000 * k, start, end, settings,
-                                     node_limit=limit if limit < per_store else None))
+                                     node_limit=limit if limit < per_store else None, warmup_s=warmup_s))
     return replicas

@@ -45,10 +45,11 @@ class RadioWindow:
 
 
 class World:
-    def __init__(self, plan: StorePlan, seed: int, start: float, end: float) -> None:
+    def __init__(self, plan: StorePlan, seed: int, start: float, end: float, warmup_s: float = 0.0) -> None:
+        """Sensors report from `start`; shoppers arrive from `warmup_s` earlier, so the store can be busy at once."""
         self.plan, self.seed, self.start, self.end = plan, seed, start, end
-        self.visitors: list[Visitor] = ShopperModel(plan, seed).simulate(start, end)
-        self.phones: list[Phone] = build_phones(plan, self.visitors, seed, start, end)
+        self.visitors: list[Visitor] = ShopperModel(plan, seed).simulate(start - warmup_s, end)
+        self.phones: list[Phone] = build_phones(plan, self.visitors, seed, start - warmup_s, end)
         self.channel = RadioChannel(plan, len(self.phones), seed)
         self.node_index = {n.node_id: i for i, n in enumerate(plan.nodes)}
         self._rng = np.random.default_rng(seed + 13)
