@@ -145,8 +145,13 @@ class NodeProc(Service):
         if not path.exists():
             return 0, 0
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            last = db.execute("SELECT value FROM counters WHERE name = 'last_seq'").fetchone()
-            depth = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+            try:
+                last = db.execute("SELECT value FROM counters WHERE name = 'last_seq'").fetchone()
+                depth = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+            except sqlite3.OperationalError as err:
+                if "no such table" in str(err):
+                    return 0, 0  # the node has created the file but not yet its tables
+                raise
         return (last[0] if last else 0), depth
 
 
