@@ -53,6 +53,7 @@ class StoreReplica:
         # Shoppers from `warmup_s` before the start, so a run can begin in a busy store; events from the start.
         self.visitors: list[Visitor] = ShopperModel(plan, seed).simulate(start - warmup_s, end)
         self.phones: list[Phone] = build_phones(plan, self.visitors, seed, start, end)
+        self.counting_node = plan.counting_node().node_id
         self.boot_id = secrets.token_hex(6)
         self.seq = [0] * len(self.nodes)
         self._salt = secrets.token_bytes(32)  # today's salt: memory only
@@ -152,7 +153,7 @@ class StoreReplica:
         assert camera is not None
         zones = {z: int(np.searchsorted(self._zone_enter[z], when, side="right")
                         - np.searchsorted(self._zone_exit[z], when, side="right")) for z in camera.zones}
-        if self.nodes[node].node_id != self.plan.counting_node().node_id:
+        if self.nodes[node].node_id != self.counting_node:
             return {"interval_s": interval, "line_in": 0, "line_out": 0, "occupancy": sum(zones.values()),
                     "zones": zones}
 
