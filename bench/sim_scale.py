@@ -25,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import paho.mqtt.client as paho
 from rich.console import Console
 from rich.table import Table
@@ -73,7 +74,7 @@ def sensor_level(seconds: float) -> dict[str, float]:
             queue.clear()
         b = time.perf_counter()
         for capture in cameras:
-            while capture.get(5) / capture.fps < t + 1 - world.start:  # 5: CAP_PROP_POS_FRAMES
+            while capture.get(cv2.CAP_PROP_POS_FRAMES) / capture.fps < t + 1 - world.start:
                 ok, _ = capture.read()
                 if not ok:
                     break

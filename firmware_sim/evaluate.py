@@ -7,6 +7,7 @@ directly; the CLI only reads the database and prints.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,6 @@ def evaluate(events: list[dict[str, Any]], truth: Truth, counting_node: str) -> 
     start, end = truth.run["start"], truth.run["end"]
 
     def ts(event: dict[str, Any]) -> float:
-        from datetime import datetime
         return datetime.fromisoformat(event["ts"]).timestamp()
 
     counts = [e for e in events if e["kind"] == "counts" and e["node_id"] == counting_node]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from edge.settings import ConfigModel, load_config
 from firmware_sim import geometry
@@ -159,18 +159,14 @@ class Traffic(ConfigModel):
     zones_per_visit: float = Field(2.5, ge=1, description="Mean number of zones a shopper visits.")
     walk_speed_mps: tuple[float, float] = Field((1.0, 1.5), description="Range of walking speeds.")
 
-    @field_validator("hourly_visitors")
+    @field_validator("hourly_visitors", "weekday_factor")
     @classmethod
-    def _hours(cls, value: list[float]) -> list[float]:
-        if len(value) != 24 or min(value) < 0:
-            raise ValueError(f"expected 24 non-negative values, one per hour, got {len(value)}")
-        return value
-
-    @field_validator("weekday_factor")
-    @classmethod
-    def _weekdays(cls, value: list[float]) -> list[float]:
-        if len(value) != 7 or min(value) < 0:
-            raise ValueError(f"expected 7 non-negative values, Monday first, got {len(value)}")
+    def _profile(cls, value: list[float], info: ValidationInfo) -> list[float]:
+        length, unit = (24, "one per hour") if info.field_name == "hourly_visitors" else (7, "Monday first")
+        if len(value) != length:
+            raise ValueError(f"expected {length} values, {unit}, got {len(value)}")
+        if min(value) < 0:
+            raise ValueError(f"values must not be negative, got {min(value)}")
         return value
 
     @field_validator("group_size_weights")

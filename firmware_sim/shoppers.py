@@ -144,23 +144,16 @@ class ShopperModel:
         leftwards = rng.random() < 0.5
         start, finish = (self._front[1], self._front[0]) if leftwards else (self._front[0], self._front[1])
         if kind == "walk_by":
-            lateral = rng.uniform(-0.7, 0.7)
-            normal = self._inward * lateral
-            points = [start + normal, finish + normal]
-            pause = [0.0, 0.0]
-            anchor_index, anchor_time = 0, None
-            anchor_point = self._door_projection()
+            normal = self._inward * rng.uniform(-0.7, 0.7)
+            points, pause = [start + normal, finish + normal], [0.0, 0.0]
+            t, base = _timed(points, pause, speed)
+            # `when` is the moment the party passes the door.
+            t = t - np.linalg.norm(self._door_projection() - points[0]) / speed + when
         else:
             points, pause = self._visit_points(start, finish)
-            anchor_index, anchor_time, anchor_point = 2, when, None
-        t, base = _timed(points, pause, speed)
-        if kind == "walk_by":
-            # `when` is the moment the party passes the door.
-            passing = np.linalg.norm(anchor_point - points[0]) / speed
-            t = t - passing + when
-        else:
+            t, base = _timed(points, pause, speed)
             # `when` is the moment the party crosses the counting line (midway between waypoints 2 and 3).
-            t = t - (t[anchor_index] + t[anchor_index + 1]) / 2 + anchor_time
+            t = t - (t[2] + t[3]) / 2 + when
         members = []
         phones = self.plan.phones
         for member in range(size):
