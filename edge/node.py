@@ -106,6 +106,10 @@ class Node:
         if self.remote_config is None or config.version != self.remote_config.version:
             log.info("%s applied config version %d (zone %s)", self.config.node_id, config.version, config.zone)
         self.remote_config = config
+        for source in self.sources:
+            apply = getattr(source, "apply_config", None)
+            if apply is not None:
+                apply(config)
         self._publish_status()
 
     def _status(self, state: str) -> NodeStatus:
@@ -132,7 +136,8 @@ class Node:
             for channel, fields in batch:
                 try:
                     event = protocol.EVENT_MODELS[channel](
-                        node_id=self.config.node_id, boot_id=self.boot_id, seq=first + len(rows), ts=now, **fields
+                        **{"ts": now, **fields}, node_id=self.config.node_id, boot_id=self.boot_id,
+                        seq=first + len(rows),
                     )
                 except (ValidationError, TypeError, KeyError) as exc:
                     self.invalid_readings += 1

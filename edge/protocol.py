@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -31,10 +31,11 @@ class Channel(StrEnum):
     STATUS = "status"
     PRESENCE = "events/presence"
     COUNTS = "events/counts"
+    RADIO = "events/radio"
     CONFIG = "config"
 
 
-EVENT_CHANNELS = (Channel.PRESENCE, Channel.COUNTS)
+EVENT_CHANNELS = (Channel.PRESENCE, Channel.COUNTS, Channel.RADIO)
 
 
 def topic(store_id: str, node_id: str, channel: Channel) -> str:
@@ -107,12 +108,31 @@ class CountsEvent(_Event):
     zones: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
 
 
-Event = PresenceEvent | CountsEvent
-EVENT_MODELS: dict[Channel, type[PresenceEvent] | type[CountsEvent]] = {
+class RadioEvent(_Event):
+    """What one radio of a node heard over an interval, with the naive count beside the estimate."""
+
+    schema_: Literal["omnisense.radio"] = Field("omnisense.radio", alias="schema")
+    interval_s: float = Field(gt=0)
+    source: Literal["ble", "wifi"]
+    zone: Identifier | None = None
+    devices: int = Field(ge=0, description="Distinct visitor devices heard; for Wi-Fi estimated across rotating MACs.")
+    addresses: int = Field(ge=0, description="Distinct source addresses heard: the naive count.")
+    in_zone: int = Field(0, ge=0, description="Visitor devices in the node's zone at the end of the interval.")
+    store_devices: int = Field(0, ge=0, description="Devices heard that are the store's own, left out of the counts.")
+    app_ids: int = Field(0, ge=0, description="Distinct app ephemeral IDs heard.")
+    exposure_notifications: int = Field(0, ge=0, description="Distinct Exposure Notification IDs (counted only).")
+    rejected: int = Field(0, ge=0, description="Malformed adverts or frames dropped.")
+
+
+Event = PresenceEvent | CountsEvent | RadioEvent
+EVENT_MODELS: dict[Channel, type[PresenceEvent] | type[CountsEvent] | type[RadioEvent]] = {
     Channel.PRESENCE: PresenceEvent,
     Channel.COUNTS: CountsEvent,
+    Channel.RADIO: RadioEvent,
 }
-CHANNEL_OF_SCHEMA = {"omnisense.presence": Channel.PRESENCE, "omnisense.counts": Channel.COUNTS}
+EVENT_KINDS = {Channel.PRESENCE: "presence", Channel.COUNTS: "counts", Channel.RADIO: "radio"}
+CHANNEL_OF_SCHEMA = {"omnisense.presence": Channel.PRESENCE, "omnisense.counts": Channel.COUNTS,
+                     "omnisense.radio": Channel.RADIO}
 
 
 class NodeStatus(_Payload):
@@ -137,6 +157,9 @@ class RemoteConfig(BaseModel):
     version: int = Field(ge=1)
     issued_at: AwareDatetime
     zone: Identifier | None = None
+    salt: Annotated[str, Field(pattern=r"^[0-9a-f]{32,128}$")] | None = Field(
+        None, repr=False, description="The store's salt of `salt_day` for device pseudonyms (hex); never logged.")
+    salt_day: date | None = None
 
 
 def schema_property(model: BaseModel) -> str:

@@ -26,7 +26,12 @@ REGISTRY: dict[str, str] = {
 
 
 class Source(Protocol):
-    """Runs until its input ends (or forever), calling `emit` for every reading."""
+    """Runs until its input ends (or forever), calling `emit` for every reading.
+
+    A reading's fields may include `ts` (when it was observed, aware datetime); the node stamps the
+    time it takes the reading otherwise. A source that needs the gateway's settings (the zone, the
+    daily salt) also has `apply_config(config: RemoteConfig)`, which the node calls on every change.
+    """
 
     name: str
 

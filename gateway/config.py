@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edge.protocol import Identifier
 from edge.settings import ConfigModel, MqttSettings
@@ -35,6 +36,18 @@ class GatewayConfig(ConfigModel):
     api: ApiSettings = ApiSettings()
     ingest: IngestSettings = IngestSettings()
     nodes: list[KnownNode] = Field(default_factory=list, description="Nodes of this store; others are dead-lettered.")
+    timezone: str | None = Field(None, description="The store's IANA timezone (e.g. Europe/Berlin): when its day, "
+                                                   "and so the daily salt, changes. Default: this machine's.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown timezone {value!r}; use an IANA name such as 'Europe/Berlin'") from None
+        return value
 
     @model_validator(mode="after")
     def _unique_nodes(self) -> GatewayConfig:

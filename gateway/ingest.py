@@ -62,7 +62,7 @@ def triage(message: Inbound, store_id: str, known_nodes: set[str], max_bytes: in
         event = protocol.decode_event(channel, node_id, message.payload, max_bytes)
     except PayloadError as err:
         return DeadLetter(message.topic, node_id, err.code, str(err), message.payload)
-    return Accepted(event, "presence" if channel is Channel.PRESENCE else "counts", message.payload)
+    return Accepted(event, protocol.EVENT_KINDS[channel], message.payload)
 
 
 @dataclass

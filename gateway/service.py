@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import gc
 import logging
 import socket
@@ -21,6 +22,7 @@ from edge.protocol import Channel, RemoteConfig
 from gateway.api import Health, create_app
 from gateway.config import GatewayConfig
 from gateway.ingest import Ingestor
+from gateway.salt import DailySalt, local_today
 from gateway.store import Accepted, EventStore
 
 log = logging.getLogger(__name__)
@@ -49,9 +51,12 @@ def _tune_gc() -> None:
 
 class Gateway:
     def __init__(self, config: GatewayConfig,
-                 on_commit: Callable[[list[Accepted]], None] | None = None) -> None:
-        """`on_commit` sees each batch of accepted events (redeliveries included) once it is durable."""
+                 on_commit: Callable[[list[Accepted]], None] | None = None,
+                 today: Callable[[], dt.date] | None = None) -> None:
+        """`on_commit` sees each batch of accepted events (redeliveries included) once it is durable;
+        `today` is the store's calendar, which decides when the daily salt changes."""
         self.config = config
+        self.salt = DailySalt(today or local_today(config.timezone))
         self.store = EventStore(config.db_path)
         self.config_versions = self.store.register_nodes({n.node_id: n.zone for n in config.nodes})
         self.link = MqttLink(
@@ -75,15 +80,25 @@ class Gateway:
         self.ingestor.submit(message)
 
     def _publish_configs(self) -> None:
-        """Write each known node's retained config (zone, version); nodes apply it on (re)connect."""
+        """Write each known node's retained config (zone, version, today's salt); nodes apply it on (re)connect."""
+        day, salt = self.salt.current()
         for node in self.config.nodes:
             config = RemoteConfig(node_id=node.node_id, version=self.config_versions[node.node_id],
-                                  issued_at=protocol.utcnow(), zone=node.zone)
+                                  issued_at=protocol.utcnow(), zone=node.zone, salt=salt.hex(), salt_day=day)
             try:
                 self.link.publish(protocol.topic(self.config.store_id, node.node_id, Channel.CONFIG),
                                   protocol.encode(config), qos=1, retain=True, schema="omnisense.config/1")
             except NotConnected:
                 return
+
+    async def _rotate_salt_daily(self, check_every_s: float = 10.0) -> None:
+        """At the start of each day, hand the nodes a new salt (their retained configs are rewritten)."""
+        while True:
+            await asyncio.sleep(check_every_s)
+            if self.salt.changed() and self.link.connected.is_set():
+                await asyncio.to_thread(self._publish_configs)
+                log.info("store %s: daily salt of %s handed to %d nodes", self.config.store_id, self.salt.day,
+                         len(self.config.nodes))
 
     def health(self) -> Health:
         failed = self.ingestor.failed
@@ -117,7 +132,9 @@ class Gateway:
         log.info("gateway for store %s: API on %s, MQTT %s", self.config.store_id, self.url, self.config.mqtt.url)
         if ready is not None:
             asyncio.create_task(self._signal_when_subscribed(ready, stop))
+        rotating = asyncio.create_task(self._rotate_salt_daily())
         await asyncio.wait([asyncio.create_task(stop.wait()), serving], return_when=asyncio.FIRST_COMPLETED)
+        rotating.cancel()
         self._server.should_exit = True
         await serving
         await asyncio.to_thread(self.link.stop)
