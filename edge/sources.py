@@ -22,6 +22,8 @@ Emit = Callable[[Channel, dict[str, Any]], None]
 # kind -> "module:Class"; resolved lazily so a node pulls in only the adapters it uses.
 REGISTRY: dict[str, str] = {
     "synthetic": "firmware_sim.synthetic:SyntheticSource",
+    "ble": "edge.radio.ble_source:BleSource",
+    "sim_ble": "firmware_sim.radio_sources:SimBleSource",
 }
 
 

@@ -127,7 +127,6 @@ class FrameRenderer:
             for i in order:
                 if head_depth[i] <= 0.2 or foot_depth[i] <= 0.2:
                     continue
-                scale = cam.focal / head_depth[i]
                 radius = max(1, int(0.3 * cam.focal / foot_depth[i]))
                 sx, sy = shadow_px[i]
                 if abs(sx) < 4 * cam.width and abs(sy) < 4 * cam.height:

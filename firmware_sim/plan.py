@@ -257,3 +257,11 @@ def _unique(what: str, names: list[str]) -> None:
 
 def load_plan(path: Path, env: dict[str, str] | None = None) -> StorePlan:
     return load_config(StorePlan, path, ENV_PREFIX, env)
+
+
+def default_start(plan: StorePlan, today: dt.date | None = None) -> float:
+    """Today's opening time (first hour with visitors), local to the store, as UTC epoch seconds."""
+    day = today or dt.date.today()
+    first = next((h for h, v in enumerate(plan.traffic.hourly_visitors) if v > 0), 9)
+    local = dt.datetime.combine(day, dt.time(first), tzinfo=dt.timezone(dt.timedelta(hours=plan.timezone_offset_h)))
+    return local.timestamp()

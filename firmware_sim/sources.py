@@ -144,6 +144,7 @@ class SimBleakScanner:
         self.clock = clock
         self._task: asyncio.Task[None] | None = None
         self.finished = asyncio.Event()
+        self.last_time: float | None = None  # simulated time of the advert being delivered
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -168,6 +169,7 @@ class SimBleakScanner:
                     r = queue.popleft()
                     if self.clock is not None and (delay := self.clock.wall_delay(r.when)) > 0:
                         await asyncio.sleep(delay)
+                    self.last_time = r.when
                     if self.callback is not None:
                         self.callback(*to_bleak(r))
                 await asyncio.sleep(0)

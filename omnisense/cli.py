@@ -150,7 +150,8 @@ def sim(
 
     from rich.console import Console
 
-    from omnisense.sim import SimSettings, default_start, run_sim
+    from firmware_sim.plan import default_start
+    from omnisense.sim import SimSettings, run_sim
 
     setup_logging(log_level)
     plan = _load_plan(store)

@@ -4,7 +4,6 @@ first store, progress, a ground-truth log, and the evaluation at the end."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import shutil
 import threading
 import time
@@ -51,14 +50,6 @@ class PublishStats:
     per_store: dict[str, int] = field(default_factory=dict)
     done: threading.Event = field(default_factory=threading.Event)
     error: str | None = None
-
-
-def default_start(plan: StorePlan, today: dt.date | None = None) -> float:
-    """Today's opening time (first hour with visitors), local to the store, as UTC epoch seconds."""
-    day = today or dt.date.today()
-    first = next((h for h, v in enumerate(plan.traffic.hourly_visitors) if v > 0), 9)
-    local = dt.datetime.combine(day, dt.time(first), tzinfo=dt.timezone(dt.timedelta(hours=plan.timezone_offset_h)))
-    return local.timestamp()
 
 
 class Publisher:
