@@ -24,6 +24,8 @@ REGISTRY: dict[str, str] = {
     "synthetic": "firmware_sim.synthetic:SyntheticSource",
     "ble": "edge.radio.ble_source:BleSource",
     "sim_ble": "firmware_sim.radio_sources:SimBleSource",
+    "wifi": "edge.radio.wifi_source:WifiSource",
+    "sim_wifi": "firmware_sim.radio_sources:SimWifiSource",
 }
 
 

@@ -118,6 +118,7 @@ def build_phones(plan: StorePlan, visitors: list[Visitor], seed: int, day_start:
             beacon_offset=int(rng.integers(0, 2**20)), randomized=bool(rng.random() < mix.randomized_mac_share),
             global_mac=GLOBAL_OUIS[int(rng.integers(0, 4))] + _digest(seed, "mac", index)[:3],
             fingerprint=FINGERPRINTS[model], mac_lifetime_s=float(rng.uniform(*mix.mac_rotation_s)),
+            seq=int.from_bytes(_digest(seed, "seq", index)[:2], "big") & 0xFFF,  # phones' counters start anywhere
         ))
     for device in plan.fixed_devices:
         phones.append(_fixed(device, len(phones), seed, day_start, day_end))

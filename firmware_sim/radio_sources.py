@@ -17,9 +17,10 @@ from pydantic import AwareDatetime, Field
 
 from edge.protocol import Identifier
 from edge.radio.ble_source import BleOptions, BleSource
+from edge.radio.wifi_source import WifiOptions, WifiSource
 from edge.settings import ConfigModel
 from firmware_sim.plan import default_start, load_plan
-from firmware_sim.sources import RadioFeed, SimBleakScanner, SimClock
+from firmware_sim.sources import RadioFeed, SimBleakScanner, SimClock, SimMonitorSocket
 from firmware_sim.world import World
 
 DEFAULT_PLAN = Path(__file__).resolve().parents[1] / "config" / "store.example.yaml"
@@ -72,3 +73,23 @@ class SimBleSource(BleSource):
             return start if last is None else last
 
         super().__init__(name, options, scanner_factory=scanner, clock=now)
+
+
+class SimWifiOptions(WifiOptions):
+    interface: str | None = Field("sim0", description="Name only: the simulator stands in for the interface.")
+    sim: SimRadio
+
+
+class SimWifiSource(WifiSource):
+    Options = SimWifiOptions
+
+    def __init__(self, name: str, options: SimWifiOptions) -> None:
+        feed, clock = feed_for(options.sim)
+        start = clock.start
+
+        def when(sock: object) -> float:
+            last = sock.last_time if isinstance(sock, SimMonitorSocket) else None
+            return start if last is None else last
+
+        super().__init__(name, options, socket_factory=lambda: SimMonitorSocket(feed, options.sim.node, clock),
+                         clock=when)

@@ -15,6 +15,7 @@ store see the same shoppers at the same moments.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from bleak.backends.scanner import AdvertisementData
 from firmware_sim.dot11 import PcapWriter
 from firmware_sim.world import BleReception, World
 
-RADIO_WINDOW_S = 1.0
+RADIO_WINDOW_S = 5.0
 
 
 class SimClock:
@@ -54,24 +55,30 @@ class RadioFeed:
         self._next = world.start
         self.ble: dict[int, deque[BleReception]] = {}
         self.wifi: dict[int, deque[Any]] = {}
+        self._lock = threading.Lock()
 
     def subscribe(self, node: int) -> None:
         self.ble.setdefault(node, deque())
         self.wifi.setdefault(node, deque())
 
     def advance(self) -> bool:
-        """Simulate the next window; False when the period is over."""
-        if self._next >= self.world.end:
-            return False
-        end = min(self._next + RADIO_WINDOW_S, self.world.end)
-        window = self.world.radio(self._next, end)
-        self._next = end
-        for r in window.ble:
-            if r.node in self.ble:
-                self.ble[r.node].append(r)
-        for w in window.wifi:
-            if w.node in self.wifi:
-                self.wifi[w.node].append(w)
+        """Simulate the next window; False when the period is over.
+
+        Thread-safe: a Wi-Fi source reads its socket on a worker thread while the BLE scanner of the
+        same node runs on the event loop, and the world must see each window exactly once, in order.
+        """
+        with self._lock:
+            if self._next >= self.world.end:
+                return False
+            end = min(self._next + RADIO_WINDOW_S, self.world.end)
+            window = self.world.radio(self._next, end)
+            self._next = end
+            for r in window.ble:
+                if r.node in self.ble:
+                    self.ble[r.node].append(r)
+            for w in window.wifi:
+                if w.node in self.wifi:
+                    self.wifi[w.node].append(w)
         return True
 
 

@@ -123,8 +123,9 @@ class World:
               rng: np.random.Generator, every_s: float) -> None:
         counts = rng.poisson((hi - lo) / every_s)
         tx, when = _event_times(present, lo, hi, counts, rng)
+        order = np.argsort(when, kind="stable")  # in time order, so each phone's sequence counter only runs forward
         frames: list[tuple[int, float, int, bytes, int]] = []
-        for phone_index, t in zip(tx, when, strict=True):
+        for phone_index, t in zip(tx[order], when[order], strict=True):
             phone = self.phones[phone_index]
             if not phone.wifi:
                 continue

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from edge.settings import ConfigError, load_config
+from omnisense.radio_cli import radio_app
 from omnisense.runtime import err_console, setup_logging, stop_on_signals
 
 app = typer.Typer(
@@ -109,6 +110,7 @@ sim_app = typer.Typer(
     help="Simulate a whole store (or many) with ground truth, and evaluate the gateway against it.",
     invoke_without_command=True, no_args_is_help=False)
 app.add_typer(sim_app, name="sim")
+app.add_typer(radio_app, name="radio")
 DEFAULT_PLAN = Path(__file__).resolve().parents[1] / "config" / "store.example.yaml"
 
 

@@ -12,9 +12,12 @@ Google), else `Generic`.
 Bad data, two cases:
 - merely unknown data (an undefined Eddystone frame type, a company's own format) is not an
   error: it falls through to a lower-ranked frame or to `Generic`;
-- data that claims a known format and breaks it (iBeacon prefix with 18 bytes, a 12-byte Eddystone
-  UID, URL scheme 7, a 19-byte Exposure Notification) raises `InvalidAdvert`, so a caller counts
-  it as bad input instead of as a device kind. Nothing else escapes (property-tested).
+- data that claims a known format and breaks it (Apple's iBeacon type with 18 bytes, a 12-byte
+  Eddystone UID, URL scheme 7, a 19-byte Exposure Notification) raises `InvalidAdvert`, so a caller
+  counts it as bad input instead of as a device kind, unless the same advert holds a valid beacon
+  frame, which is then returned (no good data lost). Nothing else escapes (property-tested).
+  The AltBeacon code 0xBEAC is no such claim: any company's data starts with it once in 65,536
+  adverts, so a short one is just that company's `Generic`.
 
 Privacy: a frame never carries an address or a local name (names are often a person's: "Anna's
 iPhone"). Platform frames keep only their message type, not their payload. Eddystone-EID and
@@ -211,17 +214,24 @@ def decode(manufacturer_data: Mapping[int, bytes], service_data: Mapping[str, by
     stored (see the module docstring). Raises `InvalidAdvert`, nothing else.
     """
     telemetry: Frame | None = None
+    broken: InvalidAdvert | None = None
     if service_data:
         data = service_data.get(EDDYSTONE_UUID)
         if data is not None:
-            frame = _eddystone(data if type(data) is bytes else bytes(data))
+            try:
+                frame = _eddystone(data if type(data) is bytes else bytes(data))
+            except InvalidAdvert as exc:
+                frame, broken = None, exc
             if frame is not None:
                 if not isinstance(frame, _TELEMETRY):
                     return frame
                 telemetry = frame
         data = service_data.get(EXPOSURE_NOTIFICATION_UUID)
         if data is not None:
-            return _exposure_notification(data if type(data) is bytes else bytes(data))
+            try:
+                return _exposure_notification(data if type(data) is bytes else bytes(data))
+            except InvalidAdvert as exc:
+                broken = exc
     platform: Frame | None = None
     if manufacturer_data:
         for company, data in manufacturer_data.items():
@@ -229,13 +239,18 @@ def decode(manufacturer_data: Mapping[int, bytes], service_data: Mapping[str, by
                 data = bytes(data)
             if company == APPLE:
                 if data[:2] == IBEACON_PREFIX:
-                    return _ibeacon(data)
-                if platform is None:
+                    try:
+                        return _ibeacon(data)
+                    except InvalidAdvert as exc:
+                        broken = exc
+                elif platform is None:
                     platform = _apple(data[0] if data else None, tx_power)
-            elif data[:2] == ALTBEACON_CODE:
+            elif data[:2] == ALTBEACON_CODE and len(data) >= 24:
                 return _altbeacon(company, data)
     if telemetry is not None:
         return telemetry
+    if broken is not None:
+        raise broken
     if platform is not None:
         return platform
     return _other(manufacturer_data, service_data, service_uuids, tx_power)
@@ -295,8 +310,6 @@ def _ibeacon(data: bytes) -> IBeacon:
 
 @lru_cache(maxsize=CACHE_SIZE)
 def _altbeacon(company: int, data: bytes) -> AltBeacon:
-    if len(data) < 24:
-        raise InvalidAdvert(f"AltBeacon manufacturer data of {len(data)} bytes, needs 24")
     ref_rssi, reserved = _ALTBEACON_TAIL.unpack_from(data, 22)
     return AltBeacon(company, data[2:22], ref_rssi, reserved)
 
