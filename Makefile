@@ -27,6 +27,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/radio.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache
