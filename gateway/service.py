@@ -57,6 +57,7 @@ class Gateway:
         `today` is the store's calendar, which decides when the daily salt changes."""
         self.config = config
         self.salt = DailySalt(today or local_today(config.timezone))
+        self.salt_check_s = 10.0  # how soon after midnight the nodes get the new day's salt
         self.store = EventStore(config.db_path)
         self.config_versions = self.store.register_nodes({n.node_id: n.zone for n in config.nodes})
         self.link = MqttLink(
@@ -91,10 +92,10 @@ class Gateway:
             except NotConnected:
                 return
 
-    async def _rotate_salt_daily(self, check_every_s: float = 10.0) -> None:
+    async def _rotate_salt_daily(self) -> None:
         """At the start of each day, hand the nodes a new salt (their retained configs are rewritten)."""
         while True:
-            await asyncio.sleep(check_every_s)
+            await asyncio.sleep(self.salt_check_s)
             if self.salt.changed() and self.link.connected.is_set():
                 await asyncio.to_thread(self._publish_configs)
                 log.info("store %s: daily salt of %s handed to %d nodes", self.config.store_id, self.salt.day,
