@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -30,7 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bluetooth_data_tools import parse_advertisement_data_bytes  # noqa: E402
 
-from edge.radio.ble_frames import EXPOSURE_NOTIFICATION_UUID, decode, decode_ad_bytes, uuid16  # noqa: E402
+from bench.common import pin, rate  # noqa: E402
+from edge.radio.ble_frames import (  # noqa: E402
+    EXPOSURE_NOTIFICATION_UUID,
+    decode,
+    decode_ad_bytes,
+    uuid16,
+)
 from edge.radio.eid import EDDYSTONE_UUID  # noqa: E402
 
 BENCH_CPU = 0
@@ -71,15 +74,6 @@ def _workload(n: int, distinct: bool, seed: int = 1) -> list[bytes]:
     return [rnd.choice(devices) for _ in range(n)]
 
 
-def _rate(run: Callable[[], object], n: int, repeat: int = 5) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - t0)
-    return n / best
-
-
 def _clear_caches() -> None:
     parse_advertisement_data_bytes.cache_clear()
     from edge.radio import ble_frames
@@ -116,11 +110,11 @@ def measure(n: int) -> dict[str, float]:
             for _ in payloads:
                 pass
 
-        overhead = 1 / _rate(run_loop, n)
+        overhead = 1 / rate(run_loop, n)
         for name, run in (("decode", run_decode), ("decode_ad_bytes", run_decode_ad), ("bdt_split", run_bdt)):
             if distinct and name == "decode":
                 _clear_caches()
-            seconds = 1 / _rate(run, n) - overhead
+            seconds = 1 / rate(run, n) - overhead
             figures[f"{name}_{label}_per_s"] = 1 / seconds
     return figures
 
@@ -129,8 +123,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--adverts", type=int, default=200_000)
     args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
-        os.sched_setaffinity(0, {BENCH_CPU})
+    pin({BENCH_CPU})
     assert EDDYSTONE_UUID == uuid16(0xFEAA) and EXPOSURE_NOTIFICATION_UUID == uuid16(0xFD6F)
     figures = measure(args.adverts)
     table = Table(title=f"BLE decode, one core, {args.adverts:,} adverts of a store-like mix (loop overhead removed)")

@@ -36,6 +36,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import pin  # noqa: E402
 from edge import protocol  # noqa: E402
 from edge.protocol import Channel, CountsEvent  # noqa: E402
 from edge.settings import MqttSettings  # noqa: E402
@@ -47,11 +48,6 @@ STORE = "bench-store"
 NODES = [f"node-{i}" for i in range(1, 5)]
 BENCH_CPU = 0
 DEFAULT_GC = gc.get_threshold()
-
-
-def pin(cpus: set[int]) -> None:
-    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
-        os.sched_setaffinity(0, cpus)
 
 
 def other_cpus() -> set[int]:

@@ -24,9 +24,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import pin, rate  # noqa: E402
 from edge.protocol import RemoteConfig, utcnow  # noqa: E402
 from edge.radio.ble_source import BleOptions, BleSource  # noqa: E402
 from edge.radio.pcap import read_pcap  # noqa: E402
@@ -51,20 +50,6 @@ BENCH_CPU = 0
 FRIDAY_EVENING = dt.datetime(2026, 11, 20, 16, 0, tzinfo=dt.UTC).timestamp()
 SALT = RemoteConfig(node_id="bench", version=1, issued_at=utcnow(), zone="shoes", salt="5a" * 32,
                     salt_day=dt.date(2026, 11, 20))
-
-
-def pin() -> None:
-    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
-        os.sched_setaffinity(0, {BENCH_CPU})
-
-
-def rate(run: Callable[[], object], n: int, repeat: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - t0)
-    return n / best
 
 
 def gap_payload(manufacturer: dict[int, bytes], service: dict[str, bytes], name: str | None, tx: int | None) -> bytes:
@@ -201,7 +186,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=1800.0, help="Simulated store time for the BLE workload.")
     args = parser.parse_args()
-    pin()
+    pin({BENCH_CPU})
     console = Console()
     with console.status("simulating the store's radio traffic"):
         adverts, payloads, sim_probes = ble_workload(args.seconds)

@@ -32,6 +32,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import pin  # noqa: E402
 from edge.settings import MqttSettings  # noqa: E402
 from firmware_sim.eventsim import build_replicas, merged  # noqa: E402
 from firmware_sim.plan import load_plan  # noqa: E402
@@ -44,11 +45,6 @@ PLAN = Path(__file__).resolve().parents[1] / "config" / "store.example.yaml"
 BENCH_CPU = 0
 FRIDAY_EVENING = dt.datetime(2026, 11, 20, 16, 0, tzinfo=dt.UTC).timestamp()   # 17:00 local, the busiest hour
 WARMUP_S = 1800.0   # shoppers arrive from half an hour earlier, so the store is busy from the first second
-
-
-def pin(cpus: set[int]) -> None:
-    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
-        os.sched_setaffinity(0, cpus)
 
 
 def sensor_level(seconds: float) -> dict[str, float]:
