@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(("model", "path"), [(NodeConfig, "config/node.example.yaml"),
+                                             (NodeConfig, "config/node.radio.example.yaml"),
                                              (GatewayConfig, "config/gateway.example.yaml")])
 def test_shipped_examples_are_valid(model, path):
     load_config(model, ROOT / path, "X", env={})
@@ -78,3 +79,28 @@ def test_missing_file_and_unknown_source_are_clear(tmp_path):
     done = subprocess.run([sys.executable, "-m", "omnisense.cli", "node", "-c", str(path)],
                           capture_output=True, text=True, timeout=60, env={"COLUMNS": "200", "PATH": ""})
     assert done.returncode == 2 and "unknown source kind 'lidar'" in done.stderr and "synthetic" in done.stderr
+
+
+def test_the_radio_example_builds_its_sources():
+    from edge.sources import build_sources
+
+    config = load_config(NodeConfig, ROOT / "config/node.radio.example.yaml", "X", env={})
+    sources = build_sources(config.sources)
+    assert [type(s).__name__ for s in sources] == ["BleSource", "WifiSource"]
+
+
+@pytest.mark.parametrize(("kind", "options", "words"), [
+    ("wifi", {"interface": "wlan1", "pcap": "x.pcap"}, ["exactly one of 'interface'", "sources.0.options"]),
+    ("wifi", {}, ["exactly one of 'interface'"]),
+    ("ble", {"zone_rules": {"enter_m": 8, "exit_m": 5}}, ["zone_rules", "hysteresis"]),
+    ("ble", {"store_devices": {"deny": ["printer"]}}, ["store_devices.deny", "not an address prefix"]),
+    ("ble", {"adaptor": "hci0"}, ["options.adaptor", "Extra inputs"]),
+])
+def test_bad_radio_options_name_the_field_and_the_reason(kind, options, words):
+    from edge.config import SourceSettings
+    from edge.sources import build_sources
+
+    with pytest.raises(ConfigError) as err:
+        build_sources([SourceSettings(kind=kind, options=options)])
+    for word in words:
+        assert word in str(err.value), str(err.value)
