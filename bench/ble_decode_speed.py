@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bluetooth_data_tools import parse_advertisement_data_bytes  # noqa: E402
 
-from bench.common import pin, rate  # noqa: E402
+from bench.support.timing import pin, rate  # noqa: E402
 from edge.radio.ble_frames import (  # noqa: E402
     EXPOSURE_NOTIFICATION_UUID,
     decode,

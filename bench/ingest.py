@@ -36,7 +36,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import pin  # noqa: E402
+from bench.support.timing import pin  # noqa: E402
 from edge import protocol  # noqa: E402
 from edge.protocol import Channel, CountsEvent  # noqa: E402
 from edge.settings import MqttSettings  # noqa: E402

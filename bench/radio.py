@@ -34,7 +34,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import pin, rate  # noqa: E402
+from bench.support.timing import pin, rate  # noqa: E402
 from edge.protocol import RemoteConfig, utcnow  # noqa: E402
 from edge.radio.ble_source import BleOptions, BleSource  # noqa: E402
 from edge.radio.pcap import read_pcap  # noqa: E402

@@ -32,7 +32,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import pin  # noqa: E402
+from bench.support.timing import pin  # noqa: E402
 from edge.settings import MqttSettings  # noqa: E402
 from firmware_sim.eventsim import build_replicas, merged  # noqa: E402
 from firmware_sim.plan import load_plan  # noqa: E402
