@@ -44,7 +44,8 @@ def _link_type(interface: str) -> int | None:
 class MonitorSocket:
     """A raw AF_PACKET socket bound to one monitor-mode interface; every `recv` is one frame."""
 
-    def __init__(self, interface: str) -> None:
+    def __init__(self, interface: str, timeout_s: float | None = 0.5) -> None:
+        """`recv` raises TimeoutError after `timeout_s` without a frame, so a reader thread can stop."""
         if not interface or len(interface) > 15 or "/" in interface or "\0" in interface:
             raise MonitorError(f"not a network interface name: {interface!r}")
         try:
@@ -66,10 +67,11 @@ class MonitorSocket:
         except OSError as err:
             self._sock.close()
             raise MonitorError(f"cannot bind to interface {interface!r}: {err.strerror or err}") from None
+        self._sock.settimeout(timeout_s)
         self.interface = interface
 
     def recv(self, bufsize: int = 65535) -> bytes:
-        """The next frame (blocks until one arrives)."""
+        """The next frame; TimeoutError when none arrived within the timeout."""
         return self._sock.recv(bufsize)
 
     def fileno(self) -> int:

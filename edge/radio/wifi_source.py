@@ -164,9 +164,11 @@ class WifiSource:
                 continue
             try:
                 while True:
-                    batch, ended = await asyncio.to_thread(self._read_batch, sock)
+                    batch, ended, failure = await asyncio.to_thread(self._read_batch, sock)
                     for t, frame in batch:
                         self.on_frame(t, frame)
+                    if failure is not None:
+                        raise failure
                     backoff.reset()
                     assert self.pipeline is not None
                     self.pipeline.tick(t if batch else self.clock(sock))
@@ -180,8 +182,11 @@ class WifiSource:
             finally:
                 sock.close()
 
-    def _read_batch(self, sock: FrameSocket) -> tuple[list[tuple[float, bytes]], bool]:
-        """Up to BATCH frames or BATCH_WAIT_S of waiting; True when the input ended."""
+    def _read_batch(self, sock: FrameSocket) -> tuple[list[tuple[float, bytes]], bool, OSError | None]:
+        """Up to BATCH frames or BATCH_WAIT_S of waiting: (frames, input ended, the error that stopped it).
+
+        A failing interface still hands over the frames read before it failed.
+        """
         batch: list[tuple[float, bytes]] = []
         deadline = time.monotonic() + BATCH_WAIT_S
         while len(batch) < BATCH and time.monotonic() < deadline:
@@ -189,10 +194,12 @@ class WifiSource:
                 frame = sock.recv(65535)
             except TimeoutError:
                 break
+            except OSError as exc:
+                return batch, False, exc
             if not frame:
-                return batch, True
+                return batch, True, None
             batch.append((self.clock(sock), frame))
-        return batch, False
+        return batch, False, None
 
 
 def _take(frames: Iterator[tuple[float, bytes]], n: int) -> list[tuple[float, bytes]]:
