@@ -229,8 +229,9 @@ def estimate_windows(probes: Iterable[tuple[float, ProbeRequest]], window_s: flo
     """People per window from (timestamp, probe) pairs in time order, as the node would report them live.
 
     Every window from the first probe's to the last probe's is reported, empty ones as 0 people,
-    except across a silence longer than `MAX_FILL_S` (the sniffer was off). Windows start at multiples of `window_s` since the epoch. Fixed devices are learnt only from
-    past windows, so the result is causal. `window_s` and `deny_oui` override `settings`.
+    except across a silence longer than `MAX_FILL_S` (the sniffer was off). Windows start at
+    multiples of `window_s` since the epoch. Fixed devices are learnt only from past windows, so the
+    result is causal. `window_s` and `deny_oui` override `settings`.
     """
     s = settings or EstimatorSettings()
     width = window_s if window_s is not None else s.window_s
