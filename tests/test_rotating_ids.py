@@ -93,3 +93,11 @@ def test_eid_frames_decode_to_the_vector_ids(vector: dict[str, Any]) -> None:
     eid = ephemeral_id(bytes.fromhex(vector["identity_key"]), vector["K"], vector["beacon_time"])
     frame = decode({}, {EDDYSTONE_UUID: eid_frame(eid, -20)}, [EDDYSTONE_UUID])
     assert frame == EddystoneEID(bytes.fromhex(vector["eid"]), -20)
+
+
+def test_the_gateway_side_of_the_eid_key_exchange_reproduces_the_vector():
+    from edge.radio.eid import agree_identity_key
+
+    kx = json.loads((PRIVACY / "eddystone_eid_vectors.json").read_text())["key_exchange_vector"]
+    key, resolver_public = agree_identity_key(bytes.fromhex(kx["resolver_private"]), bytes.fromhex(kx["beacon_public"]))
+    assert key.hex() == kx["identity_key"] and resolver_public.hex() == kx["resolver_public"]

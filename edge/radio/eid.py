@@ -35,3 +35,23 @@ def ephemeral_id(identity_key: bytes, rotation_exponent: int, beacon_time: int) 
 def eid_frame(eid: bytes, tx_power_0m: int = -20) -> bytes:
     """Service data for UUID 0xFEAA: frame type 0x30, calibrated tx power at 0 m, the 8-byte EID."""
     return bytes([FRAME_EID, tx_power_0m & 0xFF]) + eid
+
+
+def agree_identity_key(resolver_private: bytes, beacon_public: bytes) -> tuple[bytes, bytes]:
+    """Eddystone-EID registration from the resolver's side: (identity key, resolver public key).
+
+    X25519 between the resolver (the gateway) and the beacon (the app), then HKDF-SHA256 with
+    salt = resolver public key || beacon public key, first 16 bytes. The app derives the same key
+    from the resolver's public key; the key itself never travels.
+    """
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    if len(beacon_public) != 32:
+        raise ValueError(f"an X25519 public key has 32 bytes, got {len(beacon_public)}")
+    private = X25519PrivateKey.from_private_bytes(resolver_private)
+    resolver_public = private.public_key().public_bytes_raw()
+    shared = private.exchange(X25519PublicKey.from_public_bytes(beacon_public))
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=resolver_public + beacon_public, info=b"").derive(shared)
+    return key[:16], resolver_public
