@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import sqlite_utils
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import AwareDatetime, BaseModel
 
 from gateway.store import event_rows, node_rows, open_db
@@ -86,7 +86,7 @@ def _when(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
-def create_app(db_path: Path, health: Callable[[], Health]) -> FastAPI:
+def create_app(db_path: Path, health: Callable[[], Health], routers: Sequence[APIRouter] = ()) -> FastAPI:
     app = FastAPI(
         title="omnisense gateway",
         version="1",
@@ -138,4 +138,6 @@ def create_app(db_path: Path, health: Callable[[], Health]) -> FastAPI:
         return Stats(events=events, nodes=totals["nodes"], duplicates=totals["duplicates"],
                      dead_letters=by_code, gaps=missing)
 
+    for router in routers:
+        app.include_router(router)
     return app

@@ -9,6 +9,8 @@ from pydantic import Field, field_validator, model_validator
 
 from edge.protocol import Identifier
 from edge.settings import ConfigModel, MqttSettings
+from gateway.fusion import FusionRules
+from gateway.push.config import PushSettings
 
 ENV_PREFIX = "OMNISENSE_GATEWAY"
 
@@ -36,6 +38,11 @@ class GatewayConfig(ConfigModel):
     api: ApiSettings = ApiSettings()
     ingest: IngestSettings = IngestSettings()
     nodes: list[KnownNode] = Field(default_factory=list, description="Nodes of this store; others are dead-lettered.")
+    campaigns: Path | None = Field(None, description="Offer campaigns YAML (see config/campaigns.example.yaml); "
+                                                     "none: no offers are sent.")
+    eid_rotation_exponent: int = Field(10, ge=0, le=15, description="App installs' EIDs change every 2^K s.")
+    fusion: FusionRules = FusionRules()
+    push: PushSettings = PushSettings()
     timezone: str | None = Field(None, description="The store's IANA timezone (e.g. Europe/Berlin): when its day, "
                                                    "and so the daily salt, changes. Default: this machine's.")
 

@@ -1,0 +1,180 @@
+"""The app's side of the gateway API: register with consent, withdraw, receive offers live, redeem.
+
+Every endpoint but registration takes the install's bearer token (`Authorization: Bearer ...`,
+or `?token=` on the WebSocket, which browsers cannot give headers). Consent must be given as the
+literal `true`: an absent or false consent is a 422 that says so, and nothing is stored.
+(No `from __future__ import annotations` here: FastAPI must see the dependencies defined inside
+`app_router` when it reads the endpoints' annotations.)
+"""
+
+
+import asyncio
+import base64
+import binascii
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import (
+    APIRouter,
+    Depends,
+    Header,
+    HTTPException,
+    Query,
+    WebSocket,
+    WebSocketDisconnect,
+    status,
+)
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from gateway.installs import InstallRegistry
+from gateway.push_hub import CLOSE, PushHub
+
+SEGMENT = r"^[A-Za-z0-9_-]{1,64}$"
+SSE_KEEPALIVE_S = 15.0
+
+
+class PushTarget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    platform: Literal["fcm", "apns", "webpush"]
+    token: str | None = Field(None, max_length=4096, description="FCM registration token or APNs device token.")
+    subscription: dict[str, Any] | None = Field(None, description="Web Push subscription: endpoint and keys.")
+
+
+class RegisterRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    consent: Literal[True] = Field(description="Explicit opt-in to proximity offers; must be true.")
+    segments: list[Annotated[str, Field(pattern=SEGMENT)]] = Field(default_factory=list, max_length=32)
+    x25519_public_key: str | None = Field(
+        None, description="Base64 X25519 public key of the app: the identity key is then agreed as Eddystone-EID "
+                          "does and never sent. Without it the gateway issues the key.")
+    beacon_time: int | None = Field(None, ge=0, description="The app's EID clock in seconds, if not Unix time.")
+    push: PushTarget | None = None
+
+    @field_validator("x25519_public_key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                raw = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("x25519_public_key must be base64") from None
+            if len(raw) != 32:
+                raise ValueError(f"x25519_public_key must be 32 bytes, got {len(raw)}")
+        return value
+
+
+class RegisterResponse(BaseModel):
+    install_id: str
+    token: str = Field(description="Bearer token of this install; shown once.")
+    identity_key: str | None = Field(None, description="Base64 EID identity key, when the gateway issued it.")
+    resolver_public_key: str | None = Field(None, description="Base64 X25519 key of the gateway, when agreed.")
+    rotation_exponent: int = Field(description="The EID changes every 2^K seconds.")
+
+
+class Redemption(BaseModel):
+    decision_id: str
+    redeemed_at: float
+
+
+def app_router(registry: InstallRegistry, hub: PushHub,
+               redeem: Callable[[str, str], Redemption | None]) -> APIRouter:
+    """`redeem(install_id, decision_id)` records a redemption; None when no such offer was sent to it."""
+    router = APIRouter(prefix="/api/app", tags=["app"])
+
+    def install_of(authorization: Annotated[str | None, Header()] = None) -> str:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "send the install's token as 'Authorization: Bearer ...'",
+                                headers={"WWW-Authenticate": "Bearer"})
+        install_id = registry.authenticate(authorization[7:].strip())
+        if install_id is None:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown token, or consent was withdrawn",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return install_id
+
+    Install = Annotated[str, Depends(install_of)]
+
+    @router.post("/installs", status_code=201, response_model=RegisterResponse,
+                 summary="Register an app install that consents to proximity offers")
+    def register(body: RegisterRequest) -> RegisterResponse:
+        key = base64.b64decode(body.x25519_public_key) if body.x25519_public_key else None
+        reg = registry.register(body.segments, key, body.beacon_time,
+                                body.push.model_dump(exclude_none=True) if body.push else None)
+        return RegisterResponse(
+            install_id=reg.install_id, token=reg.token, rotation_exponent=reg.rotation_exponent,
+            identity_key=base64.b64encode(reg.identity_key).decode() if reg.identity_key else None,
+            resolver_public_key=base64.b64encode(reg.resolver_public_key).decode() if reg.resolver_public_key else None,
+        )
+
+    @router.delete("/installs/me", status_code=204, summary="Withdraw consent: keys deleted, no further push")
+    def withdraw(install_id: Install) -> None:
+        registry.withdraw(install_id)
+        hub.close(install_id)
+
+    @router.put("/installs/me/push", status_code=204, summary="Set or clear the background push target")
+    def set_push(install_id: Install, target: PushTarget | None = None) -> None:
+        registry.set_push(install_id, target.model_dump(exclude_none=True) if target else None)
+
+    @router.post("/offers/{decision_id}/redeem", response_model=Redemption, summary="Redeem an offer that was sent")
+    def redeem_offer(decision_id: str, install_id: Install) -> Redemption:
+        done = redeem(install_id, decision_id)
+        if done is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no offer {decision_id!r} was sent to this install")
+        return done
+
+    @router.websocket("/ws")
+    async def offers_ws(websocket: WebSocket, token: Annotated[str, Query()] = "") -> None:
+        install_id = registry.authenticate(token) if token else None
+        if install_id is None:
+            await websocket.close(code=4401, reason="unknown token, or consent was withdrawn")
+            return
+        await websocket.accept()
+        queue = hub.connect(install_id)
+        try:
+            receiving = asyncio.ensure_future(websocket.receive())
+            while True:
+                getting = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({receiving, getting}, return_when=asyncio.FIRST_COMPLETED)
+                if receiving in done:
+                    getting.cancel()
+                    if receiving.result().get("type") == "websocket.disconnect":
+                        return
+                    receiving = asyncio.ensure_future(websocket.receive())
+                    continue
+                item = getting.result()
+                if item is CLOSE:
+                    receiving.cancel()
+                    await websocket.close(code=4403, reason="consent withdrawn")
+                    return
+                await websocket.send_text(json.dumps(item))
+        except WebSocketDisconnect:
+            return
+        finally:
+            hub.disconnect(install_id, queue)
+
+    @router.get("/stream", summary="Offers as Server-Sent Events (fallback where WebSockets are blocked)",
+                response_class=StreamingResponse)
+    async def offers_sse(install_id: Install) -> StreamingResponse:
+        queue = hub.connect(install_id)
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                yield b": connected\n\n"
+                while True:
+                    try:
+                        item = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE_S)
+                    except TimeoutError:
+                        yield b": keep-alive\n\n"
+                        continue
+                    if item is CLOSE:
+                        return
+                    yield f"event: offer\nid: {item.get('decision_id', '')}\ndata: {json.dumps(item)}\n\n".encode()
+            finally:
+                hub.disconnect(install_id, queue)
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+    return router
