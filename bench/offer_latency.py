@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import base64
 import json
+import multiprocessing
 import os
 import random
 import statistics
@@ -172,27 +173,16 @@ def latency(rate: float, seconds: float, offers: int, console: Console) -> dict[
 
     ws_thread, ws_loop, ws_stop = run_thread(listen)
     time.sleep(1.0)
-    marks: dict[str, float] = {}
-    published: dict[str, float] = {}
-    node_config = NodeConfig(store_id=STORE, node_id="shoes-radio", data_dir=work / "node",
-                             mqtt=MqttSettings(url=broker.url), publish=PublishSettings(max_inflight=1000))
-    options = BleOptions(zone_rules={"enter_after_s": 0, "exit_after_s": 30, "timeout_s": 30, "window_s": 2})
-    source = BleSource("ble-0", options,
-                       scanner_factory=lambda cb: LoadRadio(cb, rate, seconds, [(i, k) for i, k, _ in installs], marks))
-    node = Node(node_config, [source])
-    link_publish = node.link.publish
-
-    def timed_publish(topic: str, payload: bytes, **kw: Any) -> int:
-        if topic.endswith("/events/presence") and b'"source":"app"' in payload and b'"enter"' in payload:
-            published.setdefault(json.loads(payload)["device"], time.time())
-        return link_publish(topic, payload, **kw)
-
-    node.link.publish = timed_publish  # type: ignore[method-assign]
+    results: multiprocessing.Queue[Any] = multiprocessing.get_context("spawn").Queue()
+    node_proc = multiprocessing.get_context("spawn").Process(
+        target=node_process, args=(broker.url, str(work / "node"), rate, seconds, [(i, k) for i, k, _ in installs],
+                                   results))
     with console.status(f"{seconds:.0f} s of {rate:,.0f} sightings/s with {offers} installs walking in"):
-        node_thread, node_loop, node_stop = run_thread(node.run)
-        time.sleep(seconds + 3)
-    for loop, stop, thread in ((node_loop, node_stop, node_thread), (ws_loop, ws_stop, ws_thread),
-                               (gw_loop, gw_stop, gw_thread)):
+        node_proc.start()
+        marks, published, adverts = results.get(timeout=seconds + 120)
+        node_proc.join(30)
+        time.sleep(2)
+    for loop, stop, thread in ((ws_loop, ws_stop, ws_thread), (gw_loop, gw_stop, gw_thread)):
         loop.call_soon_threadsafe(stop.set)
         thread.join(30)
     sniffer.loop_stop()
@@ -214,7 +204,37 @@ def latency(rate: float, seconds: float, offers: int, console: Console) -> dict[
         stages["push"].append(t_ws - t_dec)
         stages["total"].append(t_ws - t0)
     return {"stages": stages, "offers": len(received), "installs": offers,
-            "sightings": source.adverts, "seconds": seconds}
+            "sightings": adverts, "seconds": seconds}
+
+
+def node_process(broker_url: str, data_dir: str, rate: float, seconds: float, installs: list[tuple[str, bytes]],
+                 results: Any) -> None:
+    """The node in its own process, as on its own Pi: its GIL is not the gateway's."""
+    marks: dict[str, float] = {}
+    published: dict[str, float] = {}
+    node_config = NodeConfig(store_id=STORE, node_id="shoes-radio", data_dir=Path(data_dir),
+                             mqtt=MqttSettings(url=broker_url), publish=PublishSettings(max_inflight=1000))
+    options = BleOptions(zone_rules={"enter_after_s": 0, "exit_after_s": 30, "timeout_s": 30, "window_s": 2})
+    source = BleSource("ble-0", options, scanner_factory=lambda cb: LoadRadio(cb, rate, seconds, installs, marks))
+    node = Node(node_config, [source])
+    link_publish = node.link.publish
+
+    def timed_publish(topic: str, payload: bytes, **kw: Any) -> int:
+        if topic.endswith("/events/presence") and b'"source":"app"' in payload and b'"enter"' in payload:
+            published.setdefault(json.loads(payload)["device"], time.time())
+        return link_publish(topic, payload, **kw)
+
+    node.link.publish = timed_publish  # type: ignore[method-assign]
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        running = asyncio.create_task(node.run(stop))
+        await asyncio.sleep(seconds + 2)
+        stop.set()
+        await running
+
+    asyncio.run(main())
+    results.put((marks, published, source.adverts))
 
 
 def pct(values: list[float], q: float) -> float:
