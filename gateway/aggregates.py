@@ -28,7 +28,13 @@ from pydantic import Field
 
 from edge.settings import ConfigModel
 from gateway.fusion import FusionRules, Sighting
-from gateway.visits import Resolver, Visit, VisitRules, build_visits, sightings_from_rows
+from gateway.visits import (
+    Resolver,
+    Visit,
+    VisitRules,
+    build_visits,
+    sightings_from_rows,
+)
 
 HOUR = 3600
 FOOTFALL, ZONES = "hourly_footfall", "hourly_zone"

@@ -43,7 +43,7 @@ class Proximity:
         self.background = background
         self._recent: OrderedDict[tuple[str, str, int], None] = OrderedDict()
         self._stays: dict[str, tuple[str, float, set[float]]] = {}  # install -> (zone, since, dwell marks passed)
-        self._lock = threading.Lock()
+        self.lock = threading.RLock()  # held while deciding; the campaigns API takes it to swap campaigns
         self.resolved = 0
         self.unresolved = 0
         self.sent: list[Decision] = []
@@ -51,7 +51,7 @@ class Proximity:
     # --- ingest thread ----------------------------------------------------------------------------
 
     def on_commit(self, accepted: list[Accepted]) -> None:
-        with self._lock:
+        with self.lock:
             for item in accepted:
                 event = item.event
                 if not isinstance(event, PresenceEvent) or event.source != "app":
@@ -76,7 +76,7 @@ class Proximity:
 
     def tick(self, now: float) -> None:
         """Expire stale sightings and raise dwell events as installs pass the campaigns' dwell marks."""
-        with self._lock:
+        with self.lock:
             self._handle(self.fusion.tick(now), f"tick/{now:.3f}")
             marks = self._dwell_marks()
             for install, (zone, since, passed) in list(self._stays.items()):

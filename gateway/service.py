@@ -26,6 +26,7 @@ from gateway.aggregates_api import aggregates_router
 from gateway.api import Health, create_app
 from gateway.app_api import Redemption, app_router
 from gateway.campaigns import CampaignsFile, load_campaigns
+from gateway.campaigns_api import campaigns_router
 from gateway.config import GatewayConfig
 from gateway.eid_resolver import EidResolver
 from gateway.fusion import Fusion
@@ -213,6 +214,8 @@ class Gateway:
         redeem = self._redeem
         app = create_app(self.config.db_path, self.health,
                          [app_router(self.registry, self.hub, redeem),
+                          campaigns_router(self.config.db_path, self.proximity.engine, self.config.campaigns,
+                                           lambda: self.proximity.lock),
                           aggregates_router(self.config.db_path, zone_of=self._zone_of,
                                             resolve=resolving_app_ids(self.registry.resolve))])
         self._server = _ApiServer(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))

@@ -240,6 +240,22 @@ def test_offers_reach_the_app_once_with_consent_caps_and_quiet_hours(mosquitto, 
         other = httpx.post(f"{url}/api/app/offers/{sent[0]['decision_id']}/redeem",
                            headers={"Authorization": f"Bearer {border['token']}"}, timeout=10)
         assert other.status_code == 404
+
+        # The marketer's view: every decision with its reason, results per campaign, campaigns replaced live.
+        suppressed = httpx.get(f"{url}/api/offers/decisions", params={"outcome": "suppressed"}, timeout=10).json()
+        assert {"install_daily_cap"} <= {d["reason"] for d in suppressed}
+        summary = {c["campaign_id"]: c for c in httpx.get(f"{url}/api/offers/summary", timeout=10).json()}
+        shoes_sent = [r for r in rows if r["campaign_id"] == "shoes-dwell" and r["outcome"] == "sent"]
+        assert summary["shoes-dwell"]["sent"] == len(shoes_sent) and summary["shoes-dwell"]["redeemed"] == 1
+        assert summary["shoes-dwell"]["suppressed"].get("install_daily_cap") == 1
+        current = httpx.get(f"{url}/api/campaigns", timeout=10).json()
+        broken = {**current, "campaigns": [{**current["campaigns"][0], "trigger": {"kind": "teleport"}}]}
+        response = httpx.put(f"{url}/api/campaigns", json=broken, timeout=10)
+        assert response.status_code == 422 and "trigger" in response.text
+        kept = {**current, "campaigns": current["campaigns"][:1]}
+        assert httpx.put(f"{url}/api/campaigns", json=kept, timeout=10).status_code == 200
+        assert [c["id"] for c in httpx.get(f"{url}/api/campaigns", timeout=10).json()["campaigns"]] == ["shoes-dwell"]
+        assert "apparel-quiet" not in campaigns.read_text() and "shoes-dwell" in campaigns.read_text()
     finally:
         recorder.stop()
         gw.stop()
