@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,7 +20,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from edge.protocol import Identifier
 from gateway.aggregates import FOOTFALL, ZONES, AggregateSettings, load_visits
-from gateway.store import open_db
+from gateway.store import reader
 from gateway.visits import Resolver
 
 MAX_VISIT_RANGE = timedelta(days=7)
@@ -135,14 +135,7 @@ def aggregates_router(db_path: Path, settings: AggregateSettings | None = None,
     router = APIRouter(tags=["footfall"])
     rules = settings or AggregateSettings()
 
-    def database() -> Iterator[sqlite_utils.Database]:
-        db = open_db(db_path, readonly=True)
-        try:
-            yield db
-        finally:
-            db.conn.close()
-
-    db_dependency = Depends(database)
+    db_dependency = Depends(reader(db_path))
 
     @router.get("/api/footfall/hourly", response_model=list[FootfallHour],
                 summary="Store footfall per UTC hour: entries, exits, occupancy, walk-ins, walk-bys, dwell",

@@ -5,7 +5,7 @@ the field), applied to the running engine at once (caps carry over: they live in
 written back to the campaigns file when there is one, so it survives a restart.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query
 
 from gateway.campaigns import CampaignsFile
 from gateway.offers import OfferEngine, Reason
-from gateway.store import open_db
+from gateway.store import reader
 
 
 def campaigns_router(db_path: Path, engine: OfferEngine, path: Path | None,
@@ -23,14 +23,7 @@ def campaigns_router(db_path: Path, engine: OfferEngine, path: Path | None,
     """`lock()` is a context manager that keeps the engine from deciding while campaigns are swapped."""
     router = APIRouter(prefix="/api", tags=["campaigns"])
 
-    def database() -> Iterator[sqlite_utils.Database]:
-        db = open_db(db_path, readonly=True)
-        try:
-            yield db
-        finally:
-            db.conn.close()
-
-    Db = Annotated[sqlite_utils.Database, Depends(database)]
+    Db = Annotated[sqlite_utils.Database, Depends(reader(db_path))]
 
     @router.get("/campaigns", response_model=CampaignsFile, summary="The campaigns the engine runs now")
     def get_campaigns() -> CampaignsFile:

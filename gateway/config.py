@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
 from edge.protocol import Identifier
 from edge.settings import ConfigModel, MqttSettings
+from gateway.campaigns import check_timezone
 from gateway.fusion import FusionRules
 from gateway.push.config import PushSettings
 
@@ -49,12 +49,7 @@ class GatewayConfig(ConfigModel):
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"unknown timezone {value!r}; use an IANA name such as 'Europe/Berlin'") from None
-        return value
+        return None if value is None else check_timezone(value)
 
     @model_validator(mode="after")
     def _unique_nodes(self) -> GatewayConfig:

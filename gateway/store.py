@@ -11,6 +11,7 @@ import json
 import sqlite3
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,19 @@ def open_db(path: Path, readonly: bool = False) -> sqlite_utils.Database:
     db.enable_wal()
     db.execute("PRAGMA synchronous=NORMAL")
     return db
+
+
+def reader(path: Path) -> Callable[[], Iterator[sqlite_utils.Database]]:
+    """A FastAPI dependency: one read-only connection per request; WAL lets readers run beside the writer."""
+
+    def connection() -> Iterator[sqlite_utils.Database]:
+        db = open_db(path, readonly=True)
+        try:
+            yield db
+        finally:
+            db.conn.close()
+
+    return connection
 
 
 def ensure_schema(db: sqlite_utils.Database) -> None:
