@@ -28,6 +28,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/radio.py
+	$(BIN)/python bench/offer_latency.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache
