@@ -87,7 +87,7 @@ class PresenceEvent(_Event):
     """A pseudonymous device entering, dwelling in or leaving a zone."""
 
     schema_: Literal["omnisense.presence"] = Field("omnisense.presence", alias="schema")
-    device: Annotated[str, Field(pattern=r"^[0-9a-f]{16,64}$")] = Field(
+    device: Annotated[str, Field(pattern=r"^(?:[0-9a-f]{2}){8,32}$")] = Field(
         description="Keyed hash of the device under the store's daily salt, or an app's ephemeral ID."
     )
     zone: Identifier
@@ -157,7 +157,7 @@ class RemoteConfig(BaseModel):
     version: int = Field(ge=1)
     issued_at: AwareDatetime
     zone: Identifier | None = None
-    salt: Annotated[str, Field(pattern=r"^[0-9a-f]{32,128}$")] | None = Field(
+    salt: Annotated[str, Field(pattern=r"^(?:[0-9a-f]{2}){16,64}$")] | None = Field(
         None, repr=False, description="The store's salt of `salt_day` for device pseudonyms (hex); never logged.")
     salt_day: date | None = None
 

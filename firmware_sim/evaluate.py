@@ -7,8 +7,8 @@ directly; the CLI only reads the database and prints.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 

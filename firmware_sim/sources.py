@@ -31,6 +31,7 @@ from firmware_sim.dot11 import PcapWriter
 from firmware_sim.world import BleReception, World
 
 RADIO_WINDOW_S = 5.0
+RECV_TIMEOUT_S = 0.25
 
 
 class SimClock:
@@ -57,9 +58,12 @@ class RadioFeed:
         self.wifi: dict[int, deque[Any]] = {}
         self._lock = threading.Lock()
 
-    def subscribe(self, node: int) -> None:
-        self.ble.setdefault(node, deque())
-        self.wifi.setdefault(node, deque())
+    def subscribe(self, node: int, ble: bool = True, wifi: bool = True) -> None:
+        """Queue this node's receptions of the radios asked for; the others are not kept."""
+        if ble:
+            self.ble.setdefault(node, deque())
+        if wifi:
+            self.wifi.setdefault(node, deque())
 
     def advance(self) -> bool:
         """Simulate the next window; False when the period is over.
@@ -146,7 +150,7 @@ class SimBleakScanner:
                  clock: SimClock | None = None, **_: Any) -> None:
         self.feed = feed
         self.node = feed.world.node_index[node_id]
-        feed.subscribe(self.node)
+        feed.subscribe(self.node, wifi=False)
         self.callback = detection_callback
         self.clock = clock
         self._task: asyncio.Task[None] | None = None
@@ -198,7 +202,7 @@ class SimMonitorSocket:
     def __init__(self, feed: RadioFeed, node_id: str, clock: SimClock | None = None) -> None:
         self.feed = feed
         self.node = feed.world.node_index[node_id]
-        feed.subscribe(self.node)
+        feed.subscribe(self.node, ble=False)
         self.clock = clock
         self.last_time: float | None = None
 
@@ -207,9 +211,12 @@ class SimMonitorSocket:
         while not queue:
             if not self.feed.advance():
                 return b""
-        r = queue.popleft()
+        r = queue[0]
         if self.clock is not None and (delay := self.clock.wall_delay(r.when)) > 0:
-            time.sleep(delay)
+            time.sleep(min(delay, RECV_TIMEOUT_S))
+            if delay > RECV_TIMEOUT_S:
+                raise TimeoutError("no frame due yet")  # as a real socket with a timeout: the reader may stop
+        queue.popleft()
         self.last_time = r.when
         return r.frame[:bufsize]
 

@@ -15,7 +15,14 @@ import numpy as np
 
 from firmware_sim import dot11
 from firmware_sim.camera import Figure, FrameRenderer
-from firmware_sim.phones import Advert, Phone, advert, build_phones, probe_burst, probe_ssid
+from firmware_sim.phones import (
+    Advert,
+    Phone,
+    advert,
+    build_phones,
+    probe_burst,
+    probe_ssid,
+)
 from firmware_sim.plan import StorePlan
 from firmware_sim.rf import RadioChannel
 from firmware_sim.shoppers import ShopperModel, Visitor

@@ -26,9 +26,10 @@ from fastapi import (
     status,
 )
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.installs import InstallRegistry
+from gateway.push.webpush import WebPushSubscription
 from gateway.push_hub import CLOSE, PushHub
 
 SEGMENT = r"^[A-Za-z0-9_-]{1,64}$"
@@ -39,8 +40,18 @@ class PushTarget(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     platform: Literal["fcm", "apns", "webpush"]
-    token: str | None = Field(None, max_length=4096, description="FCM registration token or APNs device token.")
-    subscription: dict[str, Any] | None = Field(None, description="Web Push subscription: endpoint and keys.")
+    token: str | None = Field(None, max_length=4096, repr=False, description="FCM registration token or APNs device token.")
+    subscription: dict[str, Any] | None = Field(None, repr=False, description="Web Push subscription: endpoint and keys.")
+
+    @model_validator(mode="after")
+    def _target_of_platform(self) -> "PushTarget":
+        if self.platform == "webpush":
+            if self.subscription is None:
+                raise ValueError("a webpush target needs 'subscription' (the browser's PushSubscription.toJSON())")
+            WebPushSubscription.model_validate(self.subscription)
+        elif not self.token:
+            raise ValueError(f"a {self.platform} target needs 'token'")
+        return self
 
 
 class RegisterRequest(BaseModel):
@@ -127,14 +138,15 @@ def app_router(registry: InstallRegistry, hub: PushHub,
 
     @router.websocket("/ws")
     async def offers_ws(websocket: WebSocket, token: Annotated[str, Query()] = "") -> None:
-        install_id = registry.authenticate(token) if token else None
+        install_id = await asyncio.to_thread(registry.authenticate, token) if token else None
         if install_id is None:
             await websocket.close(code=4401, reason="unknown token, or consent was withdrawn")
             return
         await websocket.accept()
         queue = hub.connect(install_id)
+        receiving: asyncio.Future[Any] = asyncio.ensure_future(websocket.receive())
+        getting: asyncio.Future[Any] | None = None
         try:
-            receiving = asyncio.ensure_future(websocket.receive())
             while True:
                 getting = asyncio.ensure_future(queue.get())
                 done, _ = await asyncio.wait({receiving, getting}, return_when=asyncio.FIRST_COMPLETED)
@@ -153,6 +165,9 @@ def app_router(registry: InstallRegistry, hub: PushHub,
         except WebSocketDisconnect:
             return
         finally:
+            for future in (receiving, getting):
+                if future is not None and not future.done():
+                    future.cancel()
             hub.disconnect(install_id, queue)
 
     @router.get("/stream", summary="Offers as Server-Sent Events (fallback where WebSockets are blocked)",

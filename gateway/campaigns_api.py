@@ -5,6 +5,7 @@ the field), applied to the running engine at once (caps carry over: they live in
 written back to the campaigns file when there is one, so it survives a restart.
 """
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,11 +34,11 @@ def campaigns_router(db_path: Path, engine: OfferEngine, path: Path | None,
     def put_campaigns(body: CampaignsFile) -> CampaignsFile:
         with lock():
             engine.replace_campaigns(body)
-        if path is not None:
-            text = yaml.safe_dump(body.model_dump(mode="json", exclude_none=True), sort_keys=False)
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            tmp.write_text("# Written by PUT /api/campaigns; see config/campaigns.example.yaml for comments.\n" + text)
-            tmp.replace(path)
+            if path is not None:  # under the lock: the file and the engine never disagree
+                text = yaml.safe_dump(body.model_dump(mode="json", exclude_none=True), sort_keys=False)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                tmp.write_text("# Written by PUT /api/campaigns; see config/campaigns.example.yaml for comments.\n" + text)
+                tmp.replace(path)
         return body
 
     @router.get("/offers/decisions", summary="Decisions, newest first: sent, or suppressed and why")

@@ -19,9 +19,9 @@ from edge.radio.eid import ephemeral_id
 @dataclass(slots=True)
 class _Install:
     install_id: str
-    identity_key: bytes
-    exponent: int
-    offset_s: int                     # the app's EID clock: beacon_time = unix_time - offset_s
+    identity_key: bytes = field(repr=False)
+    exponent: int = 10
+    offset_s: int = 0                 # the app's EID clock: beacon_time = unix_time - offset_s
     centre: int = -1                  # the period the current window is centred on
     eids: list[bytes] = field(default_factory=list)
     active: bool = True

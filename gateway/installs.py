@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,13 @@ from gateway.store import open_db
 @dataclass(frozen=True)
 class Registration:
     install_id: str
-    token: str
-    identity_key: bytes | None      # returned only when the gateway issued it
-    resolver_public_key: bytes | None  # returned when the key was agreed by X25519
-    rotation_exponent: int
+    token: str = field(repr=False)
+    identity_key: bytes | None = field(repr=False)  # returned only when the gateway issued it
+    resolver_public_key: bytes | None = None        # returned when the key was agreed by X25519
+    rotation_exponent: int = 10
+
+
+CLOCK_SLACK_S = 60.0
 
 
 def _hash(token: str) -> str:
@@ -40,6 +44,8 @@ class InstallRegistry:
     def __init__(self, db_path: Path, resolver: EidResolver, rotation_exponent: int = 10) -> None:
         self.db = open_db(db_path)
         self.db.execute("PRAGMA busy_timeout = 5000")
+        self.db.execute("PRAGMA secure_delete = ON")  # a withdrawn install's key is overwritten, not just unlinked
+        os.chmod(db_path, 0o600)  # identity keys and push targets live in this file
         self.resolver = resolver
         self.rotation_exponent = rotation_exponent
         self._lock = threading.Lock()
@@ -64,6 +70,9 @@ class InstallRegistry:
             self._push[install_id] = json.loads(row["push"])
         self.resolver.add(install_id, bytes.fromhex(row["identity_key"]), row["rotation_exponent"],
                           row["clock_offset_s"], now)
+
+    def close(self) -> None:
+        self.db.conn.close()
 
     def register(self, segments: list[str], beacon_public_key: bytes | None = None, beacon_time: int | None = None,
                  push: dict[str, Any] | None = None, identity_key: bytes | None = None) -> Registration:
@@ -132,8 +141,9 @@ class InstallRegistry:
                             [json.dumps(push) if push else None, install_id])
 
     def resolve(self, eid: bytes, at: float) -> str | None:
+        """`at` is clamped to this machine's clock: one node running fast must not slide every window ahead."""
         with self._lock:
-            return self.resolver.resolve(eid, at)
+            return self.resolver.resolve(eid, min(at, time.time() + CLOCK_SLACK_S))
 
     # --- the offer engine's audience ------------------------------------------------------------
 

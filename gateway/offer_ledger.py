@@ -39,6 +39,9 @@ class SqliteLedger:
             self.db["offer_decisions"].create_index(["event_id"])
             self.db["offer_decisions"].create_index(["outcome", "at"])
 
+    def close(self) -> None:
+        self.db.conn.close()
+
     def _one(self, sql: str, params: Sequence[Any]) -> Any:
         with self._lock:
             row = self._conn.execute(sql, params).fetchone()

@@ -46,7 +46,6 @@ class Proximity:
         self.lock = threading.RLock()  # held while deciding; the campaigns API takes it to swap campaigns
         self.resolved = 0
         self.unresolved = 0
-        self.sent: list[Decision] = []
 
     # --- ingest thread ----------------------------------------------------------------------------
 
@@ -63,7 +62,11 @@ class Proximity:
                 if len(self._recent) > RECENT_KEYS:
                     self._recent.popitem(last=False)
                 at = event.ts.timestamp()
-                install = self.registry.resolve(bytes.fromhex(event.device), at)
+                try:
+                    install = self.registry.resolve(bytes.fromhex(event.device), at)
+                except ValueError:
+                    self.unresolved += 1
+                    continue
                 if install is None:
                     self.unresolved += 1
                     continue
@@ -89,7 +92,10 @@ class Proximity:
 
     async def run_timer(self, stop: asyncio.Event, every_s: float = 0.25) -> None:
         while not stop.is_set():
-            await asyncio.to_thread(self.tick, time.time())
+            try:
+                await asyncio.to_thread(self.tick, time.time())
+            except Exception:  # a locked database or a bad row must not end timeouts and dwell offers for good
+                log.exception("proximity tick failed; trying again")
             try:
                 await asyncio.wait_for(stop.wait(), every_s)
             except TimeoutError:
@@ -132,7 +138,6 @@ class Proximity:
             return
         for decision in self.engine.handle(event):
             if decision.outcome == "sent" and decision.offer is not None:
-                self.sent.append(decision)
                 self._push(decision)
 
     def _push(self, decision: Decision) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import threading
 from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
@@ -26,6 +27,7 @@ def local_today(timezone: str | None) -> Callable[[], dt.date]:
 class DailySalt:
     def __init__(self, today: Callable[[], dt.date]) -> None:
         self._today = today
+        self._lock = threading.Lock()  # the MQTT thread (on connect) and the daily timer both ask
         self.day: dt.date | None = None
         self._salt = b""
 
@@ -34,10 +36,11 @@ class DailySalt:
 
     def current(self) -> tuple[dt.date, bytes]:
         """Today's salt, drawn on the first call of the day."""
-        day = self._today()
-        if day != self.day:
-            self.day, self._salt = day, secrets.token_bytes(SALT_BYTES)
-        return self.day, self._salt
+        with self._lock:
+            day = self._today()
+            if day != self.day:
+                self.day, self._salt = day, secrets.token_bytes(SALT_BYTES)
+            return self.day, self._salt
 
     def changed(self) -> bool:
         """True when a new day has started since the salt was last handed out."""

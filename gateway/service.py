@@ -37,6 +37,7 @@ from gateway.offers import OfferEngine
 from gateway.proximity import Proximity
 from gateway.push.base import PushMessage
 from gateway.push.config import build_adapters
+from gateway.push.webpush import WebPushSubscription
 from gateway.push_hub import PushHub
 from gateway.salt import DailySalt, local_today
 from gateway.store import Accepted, EventStore, open_db
@@ -149,15 +150,16 @@ class Gateway:
             return
         push = PushMessage(title=message["title"], body=message["body"] or "",
                            data={"decision_id": message["decision_id"], "campaign": message["campaign"]})
-        recipient = target.get("subscription") if target["platform"] == "webpush" else target.get("token")
+        recipient: Any = (WebPushSubscription.model_validate(target["subscription"]) if target["platform"] == "webpush"
+                          else target["token"])
         future = asyncio.run_coroutine_threadsafe(adapter.send(recipient, push), loop)
 
         def done(f: Any) -> None:
-            result = f.exception() or f.result()
-            if isinstance(result, BaseException) or not result.ok:
+            result = None if f.cancelled() else (f.exception() or f.result())
+            if result is None or isinstance(result, BaseException) or not result.ok:
                 log.warning("background push of offer %s failed: %s", message["decision_id"][:8], result)
                 if getattr(result, "unregistered", False):
-                    self.registry.set_push(install_id, None)
+                    loop.run_in_executor(None, self.registry.set_push, install_id, None)
 
         future.add_done_callback(done)
 
@@ -231,13 +233,16 @@ class Gateway:
         timer = asyncio.create_task(self.proximity.run_timer(stop))
         aggregating = asyncio.create_task(self._refresh_aggregates(stop))
         await asyncio.wait([asyncio.create_task(stop.wait()), serving], return_when=asyncio.FIRST_COMPLETED)
+        stop.set()  # also when the API server ended on its own: the timers below wait for it
         rotating.cancel()
         await timer
         await aggregating
-        for adapter in self.push_adapters.values():
-            await adapter.aclose()
         self._server.should_exit = True
         await serving
         await asyncio.to_thread(self.link.stop)
         await asyncio.to_thread(self.ingestor.stop)
+        for adapter in self.push_adapters.values():  # after ingest: pushes it started may still finish
+            await adapter.aclose()
         self.store.close()
+        self.registry.close()
+        self.ledger.close()

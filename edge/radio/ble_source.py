@@ -23,7 +23,15 @@ from pydantic import Field
 
 from edge.backoff import Backoff
 from edge.protocol import RemoteConfig
-from edge.radio.ble_frames import AltBeacon, EddystoneEID, EddystoneUID, ExposureNotification, IBeacon, InvalidAdvert, decode
+from edge.radio.ble_frames import (
+    AltBeacon,
+    EddystoneEID,
+    EddystoneUID,
+    ExposureNotification,
+    IBeacon,
+    InvalidAdvert,
+    decode,
+)
 from edge.radio.pipeline import DeviceKey, RadioOptions, RadioPipeline
 from edge.sources import Emit
 
@@ -43,6 +51,8 @@ class BleOptions(RadioOptions):
     passive: bool = Field(True, description="Listen only (BlueZ); active scanning also asks for scan responses.")
     restart_initial_s: float = Field(1.0, gt=0, description="First wait before restarting a failed scanner.")
     restart_max_s: float = Field(60.0, gt=0, description="Longest wait between restarts.")
+    silence_restart_s: float = Field(300.0, ge=0, description="No advert at all for this long: the scanner is "
+                                     "taken for dead (bluetoothd restarted, dongle pulled) and restarted; 0: never.")
 
 
 def address_bytes(address: str) -> bytes:
@@ -115,6 +125,7 @@ class BleSource:
         except InvalidAdvert:
             pipeline.rejected()
             return
+        address = address_bytes(device.address)
         key: DeviceKey
         if isinstance(frame, EddystoneEID):
             key = ("app", frame.eid)
@@ -128,12 +139,12 @@ class BleSource:
         elif isinstance(frame, EddystoneUID):
             key = ("beacon", frame.namespace + frame.instance)
         else:
-            key = ("ble", address_bytes(device.address))
+            key = ("ble", address)
         rssi = data.rssi
         if rssi is None or not -127 <= rssi <= 20:
             pipeline.rejected()
             return
-        pipeline.sighting(t, key, float(rssi), address_bytes(device.address))
+        pipeline.sighting(t, key, float(rssi), address)
 
     async def run(self, emit: Emit) -> None:
         self.pipeline = RadioPipeline("ble", self.options, emit)
@@ -161,17 +172,27 @@ class BleSource:
             self.pipeline.close(self.clock())
 
     async def _scan(self, scanner: Scanner) -> bool:
-        """Tick the pipeline while the scanner runs; True when its input ended (a replay or simulation)."""
+        """Tick the pipeline while the scanner runs; True when its input ended (a replay or simulation).
+
+        A store is never radio-silent for minutes (phones, beacons, the store's own devices), so a
+        scanner that delivers nothing for `silence_restart_s` has died without saying so: restart it.
+        """
         finished: asyncio.Event | None = getattr(scanner, "finished", None)
-        failed: Callable[[], bool] = getattr(scanner, "failed", lambda: False)
-        while not failed():
+        loop = asyncio.get_running_loop()
+        heard, heard_at = self.adverts, loop.time()
+        silence = self.options.silence_restart_s
+        while True:
             if finished is not None and finished.is_set():
                 return True
             await asyncio.sleep(1.0 if finished is None else 0.05)
             assert self.pipeline is not None
             self.pipeline.tick(self.clock())
-        log.warning("%s: BLE scanner stopped delivering; restarting it", self.name)
-        return False
+            if self.adverts != heard:
+                heard, heard_at = self.adverts, loop.time()
+            elif silence and loop.time() - heard_at >= silence:
+                log.warning("%s: no BLE advert for %.0f s; restarting the scanner", self.name, silence)
+                self.restarts += 1
+                return False
 
     async def _idle(self, seconds: float) -> None:
         """Wait for a restart while still ending stays whose devices went quiet."""

@@ -45,7 +45,10 @@ def agree_identity_key(resolver_private: bytes, beacon_public: bytes) -> tuple[b
     from the resolver's public key; the key itself never travels.
     """
     from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+    from cryptography.hazmat.primitives.asymmetric.x25519 import (
+        X25519PrivateKey,
+        X25519PublicKey,
+    )
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
     if len(beacon_public) != 32:

@@ -57,11 +57,11 @@ class ZoneRules(ConfigModel):
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    key: Hashable
-    action: Action
-    at: float          # when it happened (for an exit: when the device was last seen near)
-    dwell_s: float
-    rssi: float
+    key: Hashable = field(repr=False)  # a raw address among others: never in a log line
+    action: Action = "enter"
+    at: float = 0.0    # when it happened (for an exit: when the device was last seen near)
+    dwell_s: float = 0.0
+    rssi: float = 0.0
 
 
 @dataclass(slots=True)
@@ -134,7 +134,7 @@ class ZonePresence:
             d.since = t
         if d.since is not None and t - d.since >= rules.exit_after_s:
             self._leave(key, d, d.since, out)
-        elif t - d.last_dwell >= rules.dwell_every_s:
+        elif d.since is None and t - d.last_dwell >= rules.dwell_every_s:
             d.last_dwell = t
             out.append(Transition(key, "dwell", t, t - d.entered, d.smoothed))
 
@@ -149,7 +149,7 @@ class ZonePresence:
         for key in gone:
             d = self.devices.pop(key)
             if d.inside:
-                self._leave(key, d, d.last_heard, out)
+                self._leave(key, d, d.last_heard if d.since is None else min(d.since, d.last_heard), out)
 
     def forget(self, key: Hashable, out: list[Transition]) -> None:
         """Drop a device now (e.g. it turned out to be the store's own); an open stay is closed."""
