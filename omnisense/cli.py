@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from edge.settings import ConfigError, load_config
+from omnisense.cloud_cli import register as register_cloud
 from omnisense.radio_cli import radio_app
 from omnisense.runtime import err_console, setup_logging, stop_on_signals
 
@@ -111,6 +112,7 @@ sim_app = typer.Typer(
     invoke_without_command=True, no_args_is_help=False)
 app.add_typer(sim_app, name="sim")
 app.add_typer(radio_app, name="radio")
+register_cloud(app)
 DEFAULT_PLAN = Path(__file__).resolve().parents[1] / "config" / "store.example.yaml"
 
 

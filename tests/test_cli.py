@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from omnisense.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ["node", "gateway", "demo", "sim", "sim eval", "radio wifi-eval"]
+COMMANDS = ["node", "gateway", "demo", "sim", "sim eval", "radio wifi-eval", "cloud", "upload", "upload keygen",
+            "upload status", "upload retry-poisoned"]
 
 
 def test_top_level_help_lists_every_command():
