@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/radio.py
 	$(BIN)/python bench/offer_latency.py
+	$(BIN)/python bench/lift.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache
