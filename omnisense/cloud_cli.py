@@ -111,7 +111,12 @@ def upload_keygen(
     = False,
 ) -> None:
     """Create the store's Ed25519 key (key_file) if missing, and print its public half for the cloud."""
-    from cloud_sync.uploader.signing import KeyFileError, keygen, load_private_key, public_key_b64
+    from cloud_sync.uploader.signing import (
+        KeyFileError,
+        keygen,
+        load_private_key,
+        public_key_b64,
+    )
 
     settings = _uploader_settings(config)
     try:

@@ -43,7 +43,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cloud_sync.cloud.db import CloudDB
-from cloud_sync.uploader.signing import BATCH_HEADER, SIGNATURE_HEADER, STORE_HEADER, verify
+from cloud_sync.uploader.signing import (
+    BATCH_HEADER,
+    SIGNATURE_HEADER,
+    STORE_HEADER,
+    verify,
+)
 from edge.settings import format_validation_error
 
 BATCH_SCHEMA = "omnisense.cloud.batch/v1"

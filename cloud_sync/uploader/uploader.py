@@ -28,7 +28,11 @@ from typing import Any
 
 import httpx
 
-from cloud_sync.uploader.anonymity import campaign_pseudonym, suppress_footfall, suppress_zone
+from cloud_sync.uploader.anonymity import (
+    campaign_pseudonym,
+    suppress_footfall,
+    suppress_zone,
+)
 from cloud_sync.uploader.config import UploaderSettings
 from cloud_sync.uploader.outbox import SECTIONS, Item, UploadOutbox
 from cloud_sync.uploader.signing import encode_body, headers, load_private_key
