@@ -12,6 +12,7 @@ from edge.settings import ConfigError, load_config
 from omnisense.cloud_cli import register as register_cloud
 from omnisense.lift_cli import lift_app
 from omnisense.lift_people_cli import register as register_people_lift
+from omnisense.lift_report_cli import register as register_lift_report
 from omnisense.radio_cli import radio_app
 from omnisense.runtime import err_console, setup_logging, stop_on_signals
 
@@ -115,6 +116,7 @@ sim_app = typer.Typer(
 app.add_typer(sim_app, name="sim")
 app.add_typer(radio_app, name="radio")
 register_people_lift(lift_app)
+register_lift_report(lift_app)
 app.add_typer(lift_app, name="lift")
 register_cloud(app)
 DEFAULT_PLAN = Path(__file__).resolve().parents[1] / "config" / "store.example.yaml"
