@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/radio.py
 	$(BIN)/python bench/offer_latency.py
 	$(BIN)/python bench/lift.py
+	$(BIN)/python bench/vision.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache

@@ -26,6 +26,8 @@ REGISTRY: dict[str, str] = {
     "sim_ble": "firmware_sim.radio_sources:SimBleSource",
     "wifi": "edge.radio.wifi_source:WifiSource",
     "sim_wifi": "firmware_sim.radio_sources:SimWifiSource",
+    "camera": "edge.vision.camera_source:CameraSource",
+    "sim_camera": "firmware_sim.vision_sources:SimCameraSource",
 }
 
 

@@ -15,6 +15,7 @@ from omnisense.lift_people_cli import register as register_people_lift
 from omnisense.lift_report_cli import register as register_lift_report
 from omnisense.radio_cli import radio_app
 from omnisense.runtime import err_console, setup_logging, stop_on_signals
+from omnisense.vision_cli import vision_app
 
 app = typer.Typer(
     help="omnisense: in-store footfall, zone presence and proximity offers from anonymized sensor events.\n\n"
@@ -118,6 +119,7 @@ app.add_typer(radio_app, name="radio")
 register_people_lift(lift_app)
 register_lift_report(lift_app)
 app.add_typer(lift_app, name="lift")
+app.add_typer(vision_app, name="vision")
 register_cloud(app)
 DEFAULT_PLAN = Path(__file__).resolve().parents[1] / "config" / "store.example.yaml"
 

@@ -19,7 +19,10 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from bluetooth_data_tools import parse_advertisement_data, parse_advertisement_data_bytes
+from bluetooth_data_tools import (
+    parse_advertisement_data,
+    parse_advertisement_data_bytes,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -14,7 +14,7 @@ from omnisense.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["node", "gateway", "demo", "sim", "sim eval", "radio wifi-eval", "cloud", "upload", "upload keygen",
-            "upload status", "upload retry-poisoned", "lift geo", "lift people", "lift report"]
+            "upload status", "upload retry-poisoned", "lift geo", "lift people", "lift report", "vision eval"]
 
 
 def test_top_level_help_lists_every_command():

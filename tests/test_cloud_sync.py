@@ -33,7 +33,11 @@ import pytest
 import yaml
 
 from cloud_sync.cloud.db import CloudDB
-from cloud_sync.uploader.anonymity import campaign_pseudonym, suppress_footfall, suppress_zone
+from cloud_sync.uploader.anonymity import (
+    campaign_pseudonym,
+    suppress_footfall,
+    suppress_zone,
+)
 from cloud_sync.uploader.outbox import Item, UploadOutbox
 from cloud_sync.uploader.signing import encode_body, headers, keygen, public_key_b64
 from edge.radio.eid import ephemeral_id

@@ -41,7 +41,11 @@ def test_issue_numbers() -> None:
 
 def test_against_statsmodels() -> None:
     pytest.importorskip("statsmodels")
-    from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint, proportions_ztest
+    from statsmodels.stats.proportion import (
+        confint_proportions_2indep,
+        proportion_confint,
+        proportions_ztest,
+    )
 
     rng = np.random.default_rng(3)
     cases = [(56, 70, 48, 80), (0, 40, 3, 50), (12, 12, 5, 30), (1, 1000, 7, 900)]

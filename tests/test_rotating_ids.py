@@ -11,12 +11,20 @@ from typing import Any
 import pytest
 from bluetooth_data_tools import get_cipher_for_irk, resolve_private_address
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import (
+    X25519PrivateKey,
+    X25519PublicKey,
+)
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from edge.radio import gaen
-from edge.radio.ble_frames import EXPOSURE_NOTIFICATION_UUID, EddystoneEID, ExposureNotification, decode
+from edge.radio.ble_frames import (
+    EXPOSURE_NOTIFICATION_UUID,
+    EddystoneEID,
+    ExposureNotification,
+    decode,
+)
 from edge.radio.eid import EDDYSTONE_UUID, eid_frame, ephemeral_id
 
 PRIVACY = Path(__file__).parent / "data" / "radio" / "privacy"

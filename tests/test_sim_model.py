@@ -23,7 +23,13 @@ from firmware_sim.phones import FINGERPRINTS
 from firmware_sim.plan import StorePlan, load_plan
 from firmware_sim.rf import RadioChannel
 from firmware_sim.shoppers import HOUR, ShopperModel, hourly_rate
-from firmware_sim.sources import RadioFeed, SimBleakScanner, SimCapture, SimMonitorSocket, write_pcap
+from firmware_sim.sources import (
+    RadioFeed,
+    SimBleakScanner,
+    SimCapture,
+    SimMonitorSocket,
+    write_pcap,
+)
 from firmware_sim.world import World
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,0 +1,143 @@
+"""People as foreground blobs: MOG2 background subtraction on a downscaled frame, shadows dropped.
+
+Works with no downloaded weights. Per frame:
+1. downscale to `process_width` pixels wide (the blob shapes survive; the cost falls with the area);
+2. gain compensation: the frame is scaled so its mean brightness matches the first frame's, so a
+   light switch (a global brightness step) is not foreground; if more than `_FLOOD` of the frame is
+   foreground anyway (a camera bump, a large lighting change) the background model is rebuilt from
+   this frame and no people are reported for it;
+3. MOG2 with shadow detection, learning at `learning_rate` (for the first `_WARMUP` frames faster, at
+   1/n, so people in the first frame do not leave ghosts for minutes);
+   shadow pixels (value 127) are dropped, only 255 is foreground;
+4. morphology: an opening removes speckle, a closing sized by the person joins a body's pieces;
+5. contours become blobs; blobs much smaller than a person are noise; a blob wider (taller) than one
+   person is split into k = round(w / person_w) columns (rows), each trimmed to its own foreground,
+   which separates groups walking side by side (or one behind the other in an oblique view).
+
+All sizes are in the pixels of the frame given (not of the downscaled copy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+_FLOOD = 0.35          # foreground share of the frame above which the background is rebuilt
+_MIN_AREA = 0.15       # blobs with less foreground than this share of a person's box are noise
+_SPLIT_BIAS = 0.15
+_WARMUP = 50           # frames after start (or a rebuild) with a fast, 1/n, learning rate     # k = floor(w / person_w + 0.5 - bias): a blob must be clearly wider to split
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Boxes (left, top, width, height) and foot points (bottom centre), frame pixels, one row each."""
+
+    x: np.ndarray
+    y: np.ndarray
+    w: np.ndarray
+    h: np.ndarray
+
+    @property
+    def foot_x(self) -> np.ndarray:
+        return self.x + self.w / 2
+
+    @property
+    def foot_y(self) -> np.ndarray:
+        return self.y + self.h
+
+    @property
+    def feet(self) -> np.ndarray:
+        return np.stack([self.foot_x, self.foot_y], axis=1) if len(self) else np.zeros((0, 2))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @classmethod
+    def from_boxes(cls, boxes: list[tuple[float, float, float, float]] | np.ndarray) -> Detections:
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        return cls(b[:, 0].copy(), b[:, 1].copy(), b[:, 2].copy(), b[:, 3].copy())
+
+
+Detection = Detections  # one frame's detections; a single detection is a row of it
+
+
+def _split_count(extent: float, person: float) -> int:
+    return max(1, int(extent / person + 0.5 - _SPLIT_BIAS))
+
+
+class BlobDetector:
+    """Background-subtraction people detector; keeps its background model between frames."""
+
+    def __init__(self, frame_width: int, frame_height: int, person_width_px: float, person_height_px: float,
+                 process_width: int = 320, learning_rate: float = -1.0, history: int = 500) -> None:
+        self.scale = min(1.0, process_width / frame_width)
+        self.size = (max(1, round(frame_width * self.scale)), max(1, round(frame_height * self.scale)))
+        self.person_w = person_width_px * self.scale
+        self.person_h = person_height_px * self.scale
+        self.learning_rate = learning_rate
+        self.history = history
+        self._reference: float | None = None
+        self._new_model()
+        self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+        kw = max(3, int(self.person_w * 0.25) | 1)
+        kh = max(3, int(self.person_h * 0.25) | 1)
+        self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kw, kh))
+        self.mask: np.ndarray | None = None  # the last foreground mask (for inspection)
+
+    def _new_model(self) -> None:
+        self.model = cv2.createBackgroundSubtractorMOG2(history=self.history, varThreshold=16, detectShadows=True)
+        self._frames = 0
+
+    def detect(self, frame: np.ndarray) -> Detections:
+        small = frame if self.scale == 1.0 else cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+        level = float(np.mean(cv2.mean(small)[: (small.shape[2] if small.ndim == 3 else 1)]))
+        if self._reference is None:
+            self._reference = max(level, 1.0)
+        gain = self._reference / max(level, 1.0)
+        if abs(gain - 1.0) > 0.03:
+            small = cv2.convertScaleAbs(small, alpha=gain)
+        rate = self.learning_rate
+        if self._frames < _WARMUP and rate >= 0:
+            rate = max(rate, 1.0 / (self._frames + 1))  # learn the empty scene quickly at start-up
+        fg = self.model.apply(small, learningRate=rate)
+        self._frames += 1
+        _, mask = cv2.threshold(fg, 200, 255, cv2.THRESH_BINARY)  # 127 = shadow, dropped
+        if self._frames == 1 or cv2.countNonZero(mask) > _FLOOD * mask.size:
+            self._new_model()
+            self.model.apply(small, learningRate=1.0)
+            self._frames = 1
+            self.mask = np.zeros_like(mask)
+            return Detections.from_boxes([])
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._open)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self._close)
+        self.mask = mask
+        return self._blobs(mask)
+
+    def _blobs(self, mask: np.ndarray) -> Detections:
+        n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        min_area = _MIN_AREA * self.person_w * self.person_h
+        boxes: list[tuple[float, float, float, float]] = []
+        for i in range(1, n):
+            x, y, w, h, area = (int(v) for v in stats[i])
+            if area < min_area:
+                continue
+            kc = _split_count(w, self.person_w)
+            kr = _split_count(h, self.person_h)
+            if kc == 1 and kr == 1:
+                boxes.append((x, y, w, h))
+                continue
+            sub = mask[y:y + h, x:x + w]
+            for c in range(kc):
+                x0, x1 = c * w // kc, (c + 1) * w // kc
+                for r in range(kr):
+                    y0, y1 = r * h // kr, (r + 1) * h // kr
+                    cell = sub[y0:y1, x0:x1]
+                    if cv2.countNonZero(cell) < min_area / 2:
+                        continue
+                    rows = np.flatnonzero(cell.any(axis=1))
+                    cols = np.flatnonzero(cell.any(axis=0))
+                    boxes.append((x + x0 + cols[0], y + y0 + rows[0], cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1))
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) / self.scale
+        return Detections.from_boxes(b)

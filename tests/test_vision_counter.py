@@ -1,0 +1,241 @@
+"""edge.vision on synthetic scenes (no footage): exact counts per direction; mot metrics; the eval CLI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edge.vision.counter import (
+    Crossing,
+    LineCounter,
+    VisionPipeline,
+    VisionSettings,
+    point_in_polygon,
+)
+from edge.vision.line import CountingLine, LineError
+from edge.vision.mot import (
+    match_crossings,
+    mean_absolute_error,
+    parse_gt,
+    people_per_frame,
+    score_crossings,
+    true_crossings,
+)
+from edge.vision.track import Track
+from omnisense.vision_cli import vision_app
+
+W, H = 320, 240
+PW, PH = 16, 44  # person width and height in pixels
+Path_ = Callable[[int], "tuple[float, float] | None"]  # frame -> foot point, or None when absent
+
+
+def background() -> np.ndarray:
+    rng = np.random.default_rng(7)
+    return cv2.GaussianBlur(rng.integers(120, 210, (H, W, 3), dtype=np.uint8), (5, 5), 0)
+
+
+def draw(frame: np.ndarray, foot: tuple[float, float], shadow: bool = False) -> None:
+    fx, fy = foot
+    if shadow:  # a soft shadow cast to the right of the feet: the background, darker
+        mask = np.zeros(frame.shape[:2], np.uint8)
+        cv2.ellipse(mask, (int(fx + PW), int(fy - 4)), (PW, 6), 0, 0, 360, 255, -1)
+        frame[mask > 0] = (frame[mask > 0] * 0.65).astype(np.uint8)
+    cv2.ellipse(frame, (int(fx), int(fy - PH / 2)), (PW // 2, PH // 2), 0, 0, 360, (35, 30, 40), -1)
+
+
+WARMUP = 60  # frames of empty scene first: the background model's start-up (edge.vision.detect._WARMUP)
+
+
+def run(paths: list[Path_], frames: int, line: str = "x=160", light_step_at: int | None = None,
+        shadow: bool = False) -> dict[str, int]:
+    """Counts per direction; scene frame i is shown after WARMUP frames of the empty background."""
+    bg = background()
+    pipe = VisionPipeline(VisionSettings(line=line, person_height_px=PH, person_width_px=PW))
+    totals = {"increasing": 0, "decreasing": 0}
+    for i in range(-WARMUP, frames):
+        f = bg.copy()
+        for p in paths:
+            foot = p(i) if i >= 0 else None
+            if foot is not None:
+                draw(f, foot, shadow)
+        if light_step_at is not None and i >= light_step_at:
+            f = cv2.convertScaleAbs(f, alpha=0.7)
+        for c in pipe.process(f, i + WARMUP).crossings:
+            totals[c.direction] += 1
+    return totals
+
+
+def walk(start: tuple[float, float], end: tuple[float, float], t0: int, t1: int) -> Path_:
+    def at(i: int):
+        if not t0 <= i <= t1:
+            return None
+        a = (i - t0) / (t1 - t0)
+        return start[0] + a * (end[0] - start[0]), start[1] + a * (end[1] - start[1])
+    return at
+
+
+def test_one_person_left_to_right_counts_one_increasing() -> None:
+    assert run([walk((40, 150), (280, 150), 10, 90)], 100) == {"increasing": 1, "decreasing": 0}
+
+
+def test_one_person_right_to_left_counts_one_decreasing() -> None:
+    assert run([walk((280, 170), (40, 170), 10, 90)], 100) == {"increasing": 0, "decreasing": 1}
+
+
+def test_group_of_three_side_by_side_counts_three() -> None:
+    paths = [walk((120 + k * PW, 40), (120 + k * PW, 230), 10, 80) for k in range(3)]
+    assert run(paths, 90, line="y=130") == {"increasing": 3, "decreasing": 0}
+
+
+def test_group_of_two_counts_two() -> None:
+    paths = [walk((280, 120 + k * 1.0), (40, 120 + k * 1.0), 10, 90) for k in range(1)]
+    paths += [walk((280, 160), (40, 160), 10, 90)]
+    assert run(paths, 100) == {"increasing": 0, "decreasing": 2}
+
+
+def test_stop_on_line_jitter_and_step_back_counts_nothing() -> None:
+    def path(i: int):
+        if i < 10:
+            return None
+        if i < 40:
+            return 60 + (i - 10) * 100 / 30, 150.0  # walks up to the line
+        if i < 80:
+            return 160 + 5 * (1 if (i // 2) % 2 else -1), 150.0  # lingers on it, +-5 px
+        if i < 110:
+            return 160 - (i - 80) * 100 / 30, 150.0  # steps back the way they came
+        return None
+    assert run([path], 120) == {"increasing": 0, "decreasing": 0}
+
+
+def test_crossing_twice_counts_once_each_way() -> None:
+    there, back = walk((40, 150), (280, 150), 10, 70), walk((280, 150), (40, 150), 71, 130)
+    assert run([lambda i: there(i) or back(i)], 140) == {"increasing": 1, "decreasing": 1}
+
+
+def test_light_switch_mid_crossing_does_not_add_or_lose_people() -> None:
+    assert run([walk((40, 150), (280, 150), 10, 90)], 100, light_step_at=45) == {"increasing": 1, "decreasing": 0}
+
+
+def test_attached_shadow_is_not_a_second_person() -> None:
+    paths = [walk((280, 150), (40, 150), 10, 90), walk((40, 200), (280, 200), 20, 100)]
+    assert run(paths, 110, shadow=True) == {"increasing": 1, "decreasing": 1}
+
+
+def test_line_parse_sides_and_names() -> None:
+    x = CountingLine.parse("x=384", scale=0.625)
+    assert x.side(np.array([[239.0, 0], [241.0, 0], [240.0, 5]])).tolist() == [-1, 1, 0]
+    y = CountingLine.parse("y=288")
+    assert y.side(np.array([[0, 300.0], [0, 280.0]]), band=10).tolist() == [1, 0]
+    two = CountingLine.parse("10,0,10,100")
+    assert two.side(np.array([[20.0, 50]])).tolist() == [1]
+    assert two.direction(-1, 1) == "increasing" and two.in_out("increasing") == "in"
+    assert CountingLine.parse("x=1", flip=True).in_out("increasing") == "out"
+    for bad in ("z=3", "x=", "1,2,3", "1,1,1,1"):
+        with pytest.raises(LineError):
+            CountingLine.parse(bad)
+
+
+def test_line_counter_hysteresis_occupancy_and_reset() -> None:
+    counter = LineCounter(CountingLine.parse("x=100"), band_px=5)
+    t = Track(1, np.zeros(4), np.eye(4), 10, 30, confirmed=True)
+    events = []
+    for i, x in enumerate([80, 97, 103, 98, 104, 110, 96, 90, 120]):
+        t.state = np.array([x, 50.0, 0, 0])
+        events += counter.update(i, [t])
+    assert [(c.frame, c.direction) for c in events] == [(5, "increasing"), (7, "decreasing"), (8, "increasing")]
+    assert counter.occupancy == 1
+    counter.reset()
+    assert counter.occupancy == 0
+    t.state = np.array([50.0, 50, 0, 0])
+    counter.update(9, [t])
+    assert counter.occupancy == 0  # out with nobody in: never negative
+
+
+def test_point_in_polygon() -> None:
+    square = [(0, 0), (10, 0), (10, 10), (0, 10)]
+    assert point_in_polygon(np.array([[5, 5], [15, 5], [10, 5], [-1, -1]]), square).tolist() == [True, False, True, False]
+
+
+GT = """\
+1,1,10,0,4,10,1,-1,-1,0
+2,1,18,0,4,10,1,-1,-1,0
+3,1,8,0,4,10,1,-1,-1,0
+1,2,30,0,4,10,1,-1,-1,0
+3,2,0,0,4,10,1,-1,-1,0
+2,3,0,0,4,10,0,-1,-1,0
+3,3,40,0,4,10,0,-1,-1,0
+"""
+
+
+def test_mot_true_crossings_matching_and_metrics() -> None:
+    gt = parse_gt(GT)
+    assert len(gt) == 5  # flag 0 rows ignored
+    truth = true_crossings(gt, CountingLine.parse("x=15"))
+    assert [(c.frame, c.track_id, c.direction) for c in truth] == [(2, 1, "increasing"), (3, 1, "decreasing"), (3, 2, "decreasing")]
+    system = [Crossing(12, 7, "increasing"), Crossing(13, 8, "decreasing"), Crossing(40, 9, "decreasing"),
+              Crossing(3, 5, "increasing")]
+    pairs = match_crossings(system, truth, tolerance=10)
+    assert sorted((s.track_id, t.frame) for s, t in pairs) == [(5, 2), (8, 3)]  # 13 - 3 = 10: just in
+    s = score_crossings(system, truth, tolerance=10)
+    assert (s["increasing"].system, s["increasing"].truth, s["increasing"].matched) == (2, 1, 1)
+    assert s["increasing"].count_accuracy == 0.0 and s["increasing"].precision == 0.5 and s["increasing"].recall == 1.0
+    assert s["decreasing"].count_accuracy == 1.0 and s["decreasing"].f1 == 0.5
+    assert s["all"].f1 == pytest.approx(2 * 2 / 7)
+    frames = np.arange(1, 4)
+    assert people_per_frame(gt, frames).tolist() == [2, 1, 2]
+    assert people_per_frame(gt, frames, roi=[(0, 0), (25, 0), (25, 20), (0, 20)]).tolist() == [1, 1, 2]
+    assert mean_absolute_error(np.array([2, 3, 1]), np.array([2, 1, 2])) == 1.0
+
+
+def _err(result) -> str:
+    try:
+        return result.output + result.stderr
+    except ValueError:
+        return result.output
+
+
+def test_eval_unreadable_video_exits_2_naming_the_file(tmp_path) -> None:
+    video = tmp_path / "broken.avi"
+    video.write_bytes(b"this is not a video")
+    gt = tmp_path / "gt.txt"
+    gt.write_text(GT)
+    r = CliRunner().invoke(vision_app, ["eval", str(video), "--gt", str(gt), "--line", "x=15"])
+    assert r.exit_code == 2 and "broken.avi" in _err(r)
+    r = CliRunner().invoke(vision_app, ["eval", str(video), "--gt", str(gt), "--line", "q=15"])
+    assert r.exit_code == 2 and "bad line" in _err(r)
+    r = CliRunner().invoke(vision_app, ["eval", str(video), "--gt", str(tmp_path / "none.txt"), "--line", "x=15"])
+    assert r.exit_code == 2 and "none.txt" in _err(r)
+
+
+def test_eval_json_on_a_short_synthetic_video(tmp_path) -> None:
+    video = tmp_path / "walk.avi"
+    out = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (W, H))
+    assert out.isOpened()
+    bg = background()
+    path = walk((40, 150), (280, 150), 10, 90)
+    rows = []
+    for i in range(100):
+        f = bg.copy()
+        foot = path(i)
+        if foot is not None:
+            draw(f, foot)
+            rows.append(f"{i + 1},1,{foot[0] - PW / 2:.1f},{foot[1] - PH:.1f},{PW},{PH},1,-1,-1,0")
+        out.write(f)
+    out.release()
+    gt = tmp_path / "gt.txt"
+    gt.write_text("\n".join(rows) + "\n")
+    r = CliRunner().invoke(vision_app, ["eval", str(video), "--gt", str(gt), "--line", "x=160",
+                                        "--person-height", str(PH), "--json"])
+    assert r.exit_code == 0, _err(r)
+    data = json.loads(r.output)
+    assert {"frames", "directions", "people_in_view_mae", "fps", "line", "gt_scale"} <= data.keys()
+    assert data["frames"] == 100
+    inc = data["directions"]["increasing"]
+    assert {"system", "truth", "matched", "count_accuracy", "precision", "recall", "f1"} <= inc.keys()
+    assert inc["truth"] == 1 and inc["system"] == 1 and inc["f1"] == 1.0
+    assert data["people_in_view_mae"] < 0.2
