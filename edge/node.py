@@ -117,7 +117,16 @@ class Node:
             node_id=self.config.node_id, boot_id=self.boot_id, ts=protocol.utcnow(), state=state,
             last_seq=self.outbox.last_seq, outbox_depth=self.outbox.depth, dropped=self.outbox.dropped,
             config_version=self.remote_config.version if self.remote_config else None,
+            sources=self._source_health(),
         )
+
+    def _source_health(self) -> dict[str, dict[str, Any]]:
+        health = {}
+        for source in self.sources:
+            report = getattr(source, "health", None)
+            if isinstance(report, dict):
+                health[source.name] = {k: v for k, v in report.items() if isinstance(v, str | int | float) or v is None}
+        return health
 
     def _publish_status(self) -> None:
         try:

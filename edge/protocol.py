@@ -144,6 +144,9 @@ class NodeStatus(_Payload):
     outbox_depth: int = Field(0, ge=0, description="Events on disk not yet acknowledged by the broker.")
     dropped: int = Field(0, ge=0, description="Events discarded because the outbox was full.")
     config_version: int | None = Field(None, description="Version of the retained config applied.")
+    sources: dict[str, dict[str, str | int | float | None]] = Field(
+        default_factory=dict, description="Per source that reports it, how its hardware is doing: a camera's "
+        "state (ok, down, ended), frames, outages and their seconds, the last error.")
 
 
 class RemoteConfig(BaseModel):

@@ -446,3 +446,22 @@ def test_sim_camera_source_runs_on_simulated_time() -> None:
     assert [f["ts"].timestamp() - start.timestamp() for _, f in emitted] == pytest.approx([1.0, 2.0, 3.0])
     assert sum(f["line_in"] for _, f in emitted) == 1
     assert all(list(f["zones"]) == ["entrance"] for _, f in emitted)
+
+
+def test_a_camera_outage_shows_in_the_nodes_status(tmp_path):
+    from edge.config import NodeConfig
+    from edge.node import Node
+    from edge.protocol import NodeStatus, encode
+
+    class Camera:
+        name = "camera-0"
+        health = {"state": "down", "frames": 120, "outages": 1, "outage_s": 12.5, "error": "refused",
+                  "outage_since": 1_795_000_000.0}
+
+        async def run(self, emit):
+            return None
+
+    node = Node(NodeConfig(store_id="s", node_id="n", data_dir=tmp_path), [Camera()])
+    status = NodeStatus.model_validate_json(encode(node._status("online")))
+    assert status.sources["camera-0"]["state"] == "down" and status.sources["camera-0"]["outages"] == 1
+    node.outbox.close()
