@@ -75,7 +75,7 @@ def eval_(
     line: Annotated[str, typer.Option("--line", help="x=X, y=Y or X1,Y1,X2,Y2 in ground-truth pixels.", show_default=False)],
     gt_scale: Annotated[float, typer.Option("--gt-scale", help="Ground-truth pixels -> video pixels (PETS09 vtest.avi: 0.625).")] = 1.0,
     roi: Annotated[str | None, typer.Option("--roi", help="Polygon X1,Y1,X2,Y2,X3,Y3,... in ground-truth pixels: people in view are counted inside it only.")] = None,
-    person_height: Annotated[float | None, typer.Option("--person-height", help="Person height in video pixels (default: frame height / 8).")] = None,
+    person_height: Annotated[float | None, typer.Option("--person-height", help="Person height in video pixels at the frame's middle row; it grows with y by the perspective setting (default: frame height / 7).")] = None,
     tolerance: Annotated[int, typer.Option(help="Frames within which a system crossing matches a true one.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:

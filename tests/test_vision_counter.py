@@ -55,7 +55,8 @@ def run(paths: list[Path_], frames: int, line: str = "x=160", light_step_at: int
         shadow: bool = False) -> dict[str, int]:
     """Counts per direction; scene frame i is shown after WARMUP frames of the empty background."""
     bg = background()
-    pipe = VisionPipeline(VisionSettings(line=line, person_height_px=PH, person_width_px=PW))
+    # drawn people have one size everywhere: no perspective in these synthetic scenes
+    pipe = VisionPipeline(VisionSettings(line=line, person_height_px=PH, person_width_px=PW, perspective=0))
     totals = {"increasing": 0, "decreasing": 0}
     for i in range(-WARMUP, frames):
         f = bg.copy()

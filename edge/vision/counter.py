@@ -6,6 +6,12 @@ other side; the committed side then flips. Jitter inside the band (|distance| <=
 someone stepping onto the line and back counts nothing, and someone crossing then stepping back counts
 one crossing each way (net 0, never two in the same direction for one pass).
 
+With `confirm_px` > 0 a crossing must also be confirmed by distance: it is held until the foot point
+gets more than `confirm_px` beyond the line on the new side; if the track comes back across before
+that, the held crossing and the return cancel out (a foot point wobbling around the line, or a swap
+between two nearby tracks, counts nothing). This lets the band stay narrow (the crossing is dated
+when the foot leaves the band, not when it is a step past the line) without counting wobble.
+
 Crossings of a tentative track are held and emitted, with their own frame numbers, once the track is
 confirmed; they are dropped if it dies unconfirmed (a flicker of noise across the line).
 """
@@ -19,7 +25,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edge.vision.detect import BlobDetector, Detections
+from edge.vision.detect import BlobDetector, Detections, PersonSize
 from edge.vision.line import DECREASING, INCREASING, CountingLine, LineError
 from edge.vision.track import Track, Tracker
 
@@ -56,9 +62,11 @@ def point_in_polygon(points: np.ndarray, polygon: list[Point] | np.ndarray) -> n
 class LineCounter:
     """Counts crossings of one line by tracks, once per crossing (see the module docstring)."""
 
-    def __init__(self, line: CountingLine, band_px: float) -> None:
+    def __init__(self, line: CountingLine, band_px: float, confirm_px: float = 0.0) -> None:
         self.line = line
         self.band = band_px
+        self.confirm = confirm_px
+        self._held: dict[int, Crossing] = {}  # crossed, not yet confirm_px beyond the line
         self._side: dict[int, int] = {}
         self._pending: dict[int, list[Crossing]] = {}
         self.totals = {INCREASING: 0, DECREASING: 0}
@@ -84,18 +92,23 @@ class LineCounter:
         alive = {t.id for t in tracks}
         for t in tracks:
             if t.time_since_update == 0:  # only measured positions move the committed side
-                s = int(self.line.side(np.array(t.foot), self.band))
+                d = float(self.line.signed_distance(np.array([t.foot]))[0])
+                s = 1 if d > self.band else -1 if d < -self.band else 0
                 prev = self._side.get(t.id, 0)
                 if s != 0 and prev == 0:
                     self._side[t.id] = s
                 elif s != 0 and s != prev:
                     self._side[t.id] = s
-                    self._pending.setdefault(t.id, []).append(Crossing(frame, t.id, self.line.direction(prev, s)))
+                    if self._held.pop(t.id, None) is None:  # a held crossing and its return cancel out
+                        self._held[t.id] = Crossing(frame, t.id, self.line.direction(prev, s))
+                if t.id in self._held and s * d > self.confirm:
+                    self._pending.setdefault(t.id, []).append(self._held.pop(t.id))
             if t.confirmed and t.id in self._pending:
                 out.extend(self._pending.pop(t.id))
         for gone in [i for i in self._side if i not in alive]:
             del self._side[gone]
             self._pending.pop(gone, None)
+            self._held.pop(gone, None)
         for c in out:
             self._emit(c)
         return out
@@ -110,12 +123,20 @@ class VisionSettings(BaseModel):
     flip: bool = Field(False, description="Count 'in' towards the negative side of the line instead of the positive.")
     person_height_px: float | None = Field(
         None, gt=0, description="Height of a standing person near the line, in pixels (head to feet). "
-        "Sets the blob splitting, the tracking gate and the band. Default: an eighth of the frame height.")
+        "Sets the blob splitting, the tracking gate and the band. With `perspective`, this is the height of a person "
+        "whose feet are on the frame's middle row. Default: a seventh of the frame height.")
+    perspective: float = Field(
+        1.5, ge=0, le=1.9, description="Relative growth of a person's height over one frame height, by foot row: "
+        "h(y) = person_height_px * (1 + perspective * (y - H/2) / H). 0 = same size everywhere (camera looking "
+        "straight down); about 1.5 for an elevated oblique view whose far edge is several times farther than its near edge.")
     person_width_px: float | None = Field(
         None, gt=0, description="Shoulder width of a person in pixels; default 0.4 x the height.")
     band_px: float | None = Field(
-        None, ge=0, description="Half-width of the hysteresis band around the line, pixels; default 0.15 x person height "
-        "(about 25 cm: more than the jitter of a foot point, less than one step).")
+        None, ge=0, description="Half-width of the hysteresis band around the line, pixels; default 0.06 x person height "
+        "(about 10 cm: the jitter of a filtered foot point).")
+    confirm_px: float | None = Field(
+        None, ge=0, description="A crossing counts once the foot point is this far beyond the line (without coming back); "
+        "default 0.15 x person height (about 25 cm, less than one step).")
     roi: list[Point] | None = Field(None, description="Polygon: only people with their feet in it are counted as in view.")
     zones: dict[str, list[Point]] = Field(default_factory=dict, description="Named polygons for people-in-zone counts.")
     process_width: int = Field(320, ge=64, description="Frames are downscaled to this width before detection.")
@@ -171,12 +192,15 @@ class VisionPipeline:
     def _start(self, frame: np.ndarray) -> None:
         s = self.settings
         h, w = frame.shape[:2]
-        ph = s.person_height_px or h / 8
+        ph = s.person_height_px or h / 7
         pw = s.person_width_px or 0.4 * ph
-        band = s.band_px if s.band_px is not None else 0.15 * ph
-        self.detector = BlobDetector(w, h, pw, ph, s.process_width, s.learning_rate)
-        self.tracker = Tracker(gate_px=0.5 * ph, min_hits=s.min_hits, max_age=s.max_age)
-        self.counter = LineCounter(self.line, band)
+        band = s.band_px if s.band_px is not None else 0.06 * ph
+        self.detector = BlobDetector(w, h, pw, ph, s.process_width, s.learning_rate, perspective=s.perspective)
+        size = PersonSize(ph, h, s.perspective, pw / ph)
+        self.size = size
+        self.tracker = Tracker(gate_px=0.5 * ph, min_hits=s.min_hits, max_age=s.max_age, gate_scale=size.scale_at)
+        confirm = s.confirm_px if s.confirm_px is not None else 0.15 * ph
+        self.counter = LineCounter(self.line, band, confirm)
 
     @property
     def occupancy(self) -> int:
@@ -198,7 +222,7 @@ class VisionPipeline:
         det = self.detector.detect(frame)
         tracks = self.tracker.update(det)
         crossings = self.counter.update(index, tracks)
-        visible = [t for t in tracks if t.confirmed and t.time_since_update <= 1]
+        visible = [t for t in tracks if t.confirmed and t.time_since_update <= self.settings.max_age]
         feet = np.array([t.foot for t in visible]).reshape(-1, 2)
         in_view = int(point_in_polygon(feet, self.settings.roi).sum()) if self.settings.roi else len(visible)
         zones = {name: int(point_in_polygon(feet, poly).sum()) for name, poly in self.settings.zones.items()}

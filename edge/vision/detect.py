@@ -15,6 +15,14 @@ Works with no downloaded weights. Per frame:
    which separates groups walking side by side (or one behind the other in an oblique view).
 
 All sizes are in the pixels of the frame given (not of the downscaled copy).
+
+Perspective: in an elevated oblique view a person's height grows linearly with the image row of
+their feet. `PersonSize` models it with two physical numbers: the height of a person whose feet are
+on the frame's middle row, and `perspective`, the relative growth of that height over one frame
+height (h(y) = h_mid * (1 + perspective * (y - H/2) / H); 0 = same size everywhere, e.g. a camera
+looking straight down). Every size threshold (noise area, splitting, the closing) uses the size at
+the blob's own foot row. A blob touching the bottom edge of the frame has its feet cut off: its foot
+row is taken from its top (the head is visible) and the perspective model, not from the frame edge.
 """
 
 from __future__ import annotations
@@ -26,8 +34,9 @@ import numpy as np
 
 _FLOOD = 0.35          # foreground share of the frame above which the background is rebuilt
 _MIN_AREA = 0.15       # blobs with less foreground than this share of a person's box are noise
-_SPLIT_BIAS = 0.15
-_WARMUP = 50           # frames after start (or a rebuild) with a fast, 1/n, learning rate     # k = floor(w / person_w + 0.5 - bias): a blob must be clearly wider to split
+_SPLIT_BIAS = 0.15     # k = floor(w / person_w + 0.5 - bias): a blob must be clearly wider to split
+_WARMUP = 50           # frames after start (or a rebuild) with a fast, 1/n, learning rate
+_MIN_SCALE = 0.2       # the perspective never shrinks a person below this share of the centre size
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,34 @@ class Detections:
 Detection = Detections  # one frame's detections; a single detection is a row of it
 
 
+@dataclass(frozen=True)
+class PersonSize:
+    """Person height and width (frame pixels) as a function of the foot row y (see the module docstring)."""
+
+    height_mid: float
+    frame_height: float
+    perspective: float = 0.0
+    aspect: float = 0.4  # width / height
+
+    def scale_at(self, y: np.ndarray | float) -> np.ndarray | float:
+        return np.maximum(_MIN_SCALE, 1.0 + self.perspective * (np.asarray(y, dtype=np.float64) - self.frame_height / 2)
+                          / self.frame_height)
+
+    def height(self, y: np.ndarray | float) -> np.ndarray | float:
+        return self.height_mid * self.scale_at(y)
+
+    def width(self, y: np.ndarray | float) -> np.ndarray | float:
+        return self.aspect * self.height(y)
+
+    def foot_from_top(self, top: float) -> float:
+        """Foot row of a person whose head is at `top`: solves y - height(y) = top."""
+        k = self.height_mid * self.perspective / self.frame_height
+        if k >= 0.95:  # degenerate model: fall back to the size at the middle
+            return top + self.height_mid
+        y = (top + self.height_mid * (1 - self.perspective / 2)) / (1 - k)
+        return max(y, top + _MIN_SCALE * self.height_mid)
+
+
 def _split_count(extent: float, person: float) -> int:
     return max(1, int(extent / person + 0.5 - _SPLIT_BIAS))
 
@@ -71,9 +108,14 @@ class BlobDetector:
     """Background-subtraction people detector; keeps its background model between frames."""
 
     def __init__(self, frame_width: int, frame_height: int, person_width_px: float, person_height_px: float,
-                 process_width: int = 320, learning_rate: float = -1.0, history: int = 500) -> None:
+                 process_width: int = 320, learning_rate: float = -1.0, history: int = 500,
+                 perspective: float = 0.0) -> None:
         self.scale = min(1.0, process_width / frame_width)
         self.size = (max(1, round(frame_width * self.scale)), max(1, round(frame_height * self.scale)))
+        self.frame_height = frame_height
+        # person size in the downscaled frame's pixels, by foot row in those pixels
+        self.person = PersonSize(person_height_px * self.scale, self.size[1], perspective,
+                                 person_width_px / person_height_px)
         self.person_w = person_width_px * self.scale
         self.person_h = person_height_px * self.scale
         self.learning_rate = learning_rate
@@ -117,16 +159,19 @@ class BlobDetector:
 
     def _blobs(self, mask: np.ndarray) -> Detections:
         n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        min_area = _MIN_AREA * self.person_w * self.person_h
+        bottom = mask.shape[0] - 1
         boxes: list[tuple[float, float, float, float]] = []
         for i in range(1, n):
             x, y, w, h, area = (int(v) for v in stats[i])
+            foot = y + h if y + h - 1 < bottom else max(float(y + h), self.person.foot_from_top(y))
+            pw, ph = float(self.person.width(foot)), float(self.person.height(foot))
+            min_area = _MIN_AREA * pw * ph
             if area < min_area:
                 continue
-            kc = _split_count(w, self.person_w)
-            kr = _split_count(h, self.person_h)
+            kc = _split_count(w, pw)
+            kr = _split_count(max(h, foot - y), ph)
             if kc == 1 and kr == 1:
-                boxes.append((x, y, w, h))
+                boxes.append((x, y, w, foot - y))
                 continue
             sub = mask[y:y + h, x:x + w]
             for c in range(kc):
@@ -138,6 +183,9 @@ class BlobDetector:
                         continue
                     rows = np.flatnonzero(cell.any(axis=1))
                     cols = np.flatnonzero(cell.any(axis=0))
-                    boxes.append((x + x0 + cols[0], y + y0 + rows[0], cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1))
+                    bh = rows[-1] - rows[0] + 1
+                    if y + y0 + rows[0] + bh - 1 >= bottom:  # cut by the bottom edge: feet from the head
+                        bh = max(bh, self.person.foot_from_top(y + y0 + rows[0]) - (y + y0 + rows[0]))
+                    boxes.append((x + x0 + cols[0], y + y0 + rows[0], cols[-1] - cols[0] + 1, bh))
         b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) / self.scale
         return Detections.from_boxes(b)

@@ -12,6 +12,7 @@ its prediction for up to `max_age` frames (a person hidden behind another) and t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,8 +51,10 @@ class Tracker:
     """Multi-object tracker; `update(detections)` once per frame returns the live tracks."""
 
     def __init__(self, gate_px: float, min_hits: int = 3, max_age: int = 10,
-                 measurement_px: float = 2.0, acceleration_px: float = 1.0) -> None:
+                 measurement_px: float = 2.0, acceleration_px: float = 1.0,
+                 gate_scale: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.gate = gate_px
+        self.gate_scale = gate_scale  # foot rows -> factor on the gate (perspective: smaller far away)
         self.min_hits = min_hits
         self.max_age = max_age
         self._r = np.eye(2) * measurement_px ** 2
@@ -88,8 +91,12 @@ class Tracker:
             return []
         pred = np.array([t.state[:2] for t in tracks])
         cost = np.linalg.norm(pred[:, None, :] - feet[None, idx, :], axis=2)
-        rows, cols = linear_sum_assignment(np.where(cost <= self.gate, cost, 1e6))
-        pairs = [(tracks[r], int(idx[c])) for r, c in zip(rows, cols) if cost[r, c] <= self.gate]
+        gate = np.full(len(tracks), self.gate)
+        if self.gate_scale is not None:
+            gate = gate * self.gate_scale(pred[:, 1])
+        gate = gate[:, None] * np.ones((1, len(idx)))
+        rows, cols = linear_sum_assignment(np.where(cost <= gate, cost, 1e6))
+        pairs = [(tracks[r], int(idx[c])) for r, c in zip(rows, cols) if cost[r, c] <= gate[r, c]]
         for _, j in pairs:
             free[j] = False
         return pairs
