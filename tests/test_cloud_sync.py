@@ -288,7 +288,8 @@ def test_outage_and_crash_mid_batch_lose_nothing_and_send_nothing_twice(
     key_file = tmp_path / "store_key.pem"
     key = keygen(key_file)
     secret_file = tmp_path / "pseudonym.secret"
-    secret_file.write_bytes(secrets.token_bytes(32))
+    secret = secrets.token_hex(32)
+    secret_file.write_text(secret + "\n")  # a text line, as `openssl rand -hex 32` writes it
     port = free_port()
     outbox = tmp_path / "uploader.db"
     config = tmp_path / "uploader.yaml"
@@ -357,7 +358,7 @@ def test_outage_and_crash_mid_batch_lose_nothing_and_send_nothing_twice(
         ("a", h) for h in expected)
 
     # App visits: one per hour, under the campaign pseudonym only.
-    pseudonym = campaign_pseudonym(secret_file.read_bytes(), CAMPAIGN, store["install_id"])
+    pseudonym = campaign_pseudonym(secret.encode(), CAMPAIGN, store["install_id"])
     visits = db.app_visits(CAMPAIGN)
     assert [v["arrival"] for v in visits] == [h + 600 for h in store["hours"]]
     assert {v["pseudonym"] for v in visits} == {pseudonym}

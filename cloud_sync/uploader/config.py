@@ -24,7 +24,8 @@ class UploaderSettings(ConfigModel):
     k: int = Field(5, ge=2, description="Minimum group size: an hourly cell describing fewer visitors than this "
                    "never leaves the store (see cloud_sync.uploader.anonymity).")
     pseudonym_secret_file: Path | None = Field(
-        None, description="Secret (a file of at least 16 bytes) keying the per-campaign app pseudonyms, shared with "
+        None, description="Secret keying the per-campaign app pseudonyms: a text file holding one line of at least 16 "
+        "characters (e.g. `openssl rand -hex 32`; surrounding whitespace is ignored), shared with "
         "whoever records the ad exposures so both sides compute the same pseudonym. Default: the store key.")
     campaigns: list[str] = Field([], description="Campaigns whose app visits are uploaded (one pseudonymous row per "
                                  "visit and campaign). Empty: no app visits leave the store.")
