@@ -122,7 +122,6 @@ def omnisense_wifi(frames: list[tuple[float, bytes]]) -> tuple[Callable[[], None
         source.pipeline = RadioPipeline("wifi", source.options, lambda c, f: None)
         source.pipeline.apply_config(SALT)
         source.linker = ProbeLinker(link_s=source.options.link_s)
-        source._anchors.clear()
         on_frame = source.on_frame
         for t, frame in frames:
             on_frame(t, frame)

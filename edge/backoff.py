@@ -12,9 +12,10 @@ class Backoff:
     """
 
     def __init__(self, initial_s: float = 1.0, max_s: float = 60.0, rng: random.Random | None = None) -> None:
-        if initial_s <= 0 or max_s < initial_s:
-            raise ValueError(f"backoff needs 0 < initial_s <= max_s, got {initial_s} and {max_s}")
-        self.initial_s, self.max_s = initial_s, max_s
+        """A `max_s` below `initial_s` is raised to it: the first wait is never cut short."""
+        if initial_s <= 0:
+            raise ValueError(f"backoff needs initial_s > 0, got {initial_s}")
+        self.initial_s, self.max_s = initial_s, max(max_s, initial_s)
         self.failures = 0
         self._rng = rng or random.Random()
 

@@ -150,7 +150,7 @@ class BleSource:
         self.pipeline = RadioPipeline("ble", self.options, emit)
         if self._config is not None:
             self.pipeline.apply_config(self._config)
-        backoff = Backoff(self.options.restart_initial_s, max(self.options.restart_max_s, self.options.restart_initial_s))
+        backoff = Backoff(self.options.restart_initial_s, self.options.restart_max_s)
         try:
             while True:
                 try:

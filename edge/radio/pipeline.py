@@ -58,7 +58,6 @@ class RadioPipeline:
         self._visitors: set[Hashable] = set()
         self._addresses: set[bytes] = set()
         self._store: set[Hashable] = set()
-        self._apps: set[bytes] = set()
         self._exposures: set[bytes] = set()
         self._rejected = 0
         self._interval_start: float | None = None
@@ -80,15 +79,13 @@ class RadioPipeline:
         if self._interval_start is None:
             self._interval_start = t
         self._addresses.add(address)
-        listed = self.store_devices.listed(address) if self.store_devices.rules.deny or self.store_devices.rules.allow else None
+        listed = self.store_devices.listed(address)
         if listed is True or (listed is None and self.store_devices.observe(key, t)):
             if key not in self._store:
                 self._store.add(key)
                 if key in self.presence.devices:
                     self.presence.forget(key, self._out)
             return
-        if key[0] == "app":
-            self._apps.add(key[1])
         self._visitors.add(key)
         self.presence.observe(key, t, rssi, self._out)
         if t - self._last_tick >= 1.0:
@@ -132,14 +129,13 @@ class RadioPipeline:
         visitors = {k for k in self._visitors if k not in self._store}
         self.emit(Channel.RADIO, {
             "ts": _aware(now), "interval_s": max(now - start, 1e-3), "source": self.kind, "zone": self.zone,
-            "devices": sum(1 for k in visitors if k[0] != "app") + len(self._apps),
+            "devices": len(visitors),
             "addresses": len(self._addresses), "in_zone": self.presence.inside, "store_devices": len(self._store),
-            "app_ids": len(self._apps), "exposure_notifications": len(self._exposures), "rejected": self._rejected,
+            "app_ids": sum(1 for k in visitors if k[0] == "app"), "exposure_notifications": len(self._exposures), "rejected": self._rejected,
         })
         self._visitors.clear()
         self._addresses.clear()
         self._store.clear()
-        self._apps.clear()
         self._exposures.clear()
         self._rejected = 0
         self._interval_start = now

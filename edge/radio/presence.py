@@ -89,11 +89,6 @@ class ZonePresence:
     def _rssi_at(self, metres: float) -> float:
         return self.path_loss.rssi_1m - 10.0 * self.path_loss.exponent * math.log10(metres)
 
-    def calibrate(self, path_loss: PathLoss) -> None:
-        self.path_loss = path_loss
-        self._near_rssi = self._rssi_at(self.rules.enter_m)
-        self._far_rssi = self._rssi_at(self.rules.exit_m)
-
     @property
     def inside(self) -> int:
         return sum(1 for d in self.devices.values() if d.inside)

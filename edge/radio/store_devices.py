@@ -57,11 +57,14 @@ class StoreDevices:
         self.rules = rules
         self._deny = tuple(parse_prefix(p) for p in rules.deny)
         self._allow = tuple(parse_prefix(p) for p in rules.allow)
+        self._listed = bool(self._deny or self._allow)
         self._seen: dict[Hashable, _Seen] = {}
         self.learnt: set[Hashable] = set()
 
     def listed(self, address: bytes) -> bool | None:
         """True if the installer denied this address, False if allowed, None if not listed."""
+        if not self._listed:
+            return None
         if any(address.startswith(p) for p in self._allow):
             return False
         if any(address.startswith(p) for p in self._deny):

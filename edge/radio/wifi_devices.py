@@ -50,6 +50,7 @@ class _Track:
 
     device: int
     last_seen: float
+    first_src: bytes = b""              # the first address heard: the device's stable identity while linked
     heads: dict[bytes, int] = field(default_factory=dict)  # address -> last sequence number
     keeps_seq: bool = False             # has carried its counter across an address change
 
@@ -103,19 +104,26 @@ class ProbeLinker:
 
     def link(self, when: float, probe: ProbeRequest) -> int:
         """The device key of this probe."""
+        return self._link(when, probe).device
+
+    def link_identity(self, when: float, probe: ProbeRequest) -> bytes:
+        """The first address of this probe's device: a key that survives its MAC changes (memory only)."""
+        return self._link(when, probe).first_src
+
+    def _link(self, when: float, probe: ProbeRequest) -> _Track:
         if when >= self._next_sweep:
             self._forget(when - self.horizon_s)
             self._next_sweep = when + self.horizon_s / 4
         known = self._by_src.get(probe.src)
         track = known[0] if known is not None else self._continued(when, probe) if probe.randomized else None
         if track is None:
-            track = _Track(self._next_device, when)
+            track = _Track(self._next_device, when, probe.src)
             self._next_device += 1
             if probe.randomized:
                 self._by_fingerprint.setdefault(probe.fingerprint, []).append(track)
         self._by_src[probe.src] = (track, when if known is None else max(known[1], when))
         track.advance(probe.src, probe.seq, when)
-        return track.device
+        return track
 
     def _continued(self, when: float, probe: ProbeRequest) -> _Track | None:
         """The recent device of the same kind this new random address most likely belongs to."""

@@ -83,8 +83,6 @@ class WifiSource:
         self.linker = ProbeLinker(link_s=options.link_s)
         self.pipeline: RadioPipeline | None = None
         self._config: RemoteConfig | None = None
-        self._anchors: dict[int, tuple[bytes, float]] = {}
-        self._next_sweep = float("-inf")
         self.frames = 0
         self.probes = 0
         self.reopens = 0
@@ -109,14 +107,7 @@ class WifiSource:
             pipeline.rejected()
             return
         self.probes += 1
-        device = self.linker.link(t, probe)
-        anchor = self._anchors.get(device)
-        self._anchors[device] = (anchor[0] if anchor else probe.src, t)
-        pipeline.sighting(t, ("wifi", anchor[0] if anchor else probe.src), float(probe.rssi), probe.src)
-        if t >= self._next_sweep:
-            horizon = t - self.linker.horizon_s
-            self._anchors = {d: a for d, a in self._anchors.items() if a[1] >= horizon}
-            self._next_sweep = t + self.linker.horizon_s / 4
+        pipeline.sighting(t, ("wifi", self.linker.link_identity(t, probe)), float(probe.rssi), probe.src)
 
     async def run(self, emit: Emit) -> None:
         self.pipeline = RadioPipeline("wifi", self.options, emit)
@@ -151,7 +142,7 @@ class WifiSource:
             await asyncio.sleep(0)
 
     async def _capture(self) -> float:
-        backoff = Backoff(self.options.reopen_initial_s, max(self.options.reopen_max_s, self.options.reopen_initial_s))
+        backoff = Backoff(self.options.reopen_initial_s, self.options.reopen_max_s)
         t = time.time()
         while True:
             try:

@@ -326,7 +326,7 @@ class ReopeningFrames:
                  name: str = "camera") -> None:
         self.source = source
         self.name = name
-        self.backoff = backoff or Backoff(initial_s, max(max_s, initial_s))
+        self.backoff = backoff or Backoff(initial_s, max_s)
         self.clock = clock
         self.frames = 0
         self.outages = 0
