@@ -31,6 +31,13 @@ class SourceSettings(ConfigModel):
     options: dict[str, Any] = Field(default_factory=dict, description="Validated by the source's own model.")
 
 
+class GatewayLink(ConfigModel):
+    """The gateway's HTTPS API, for what a node asks it directly (calibration); written by a claim."""
+
+    url: str = Field(description="https://gateway-host:port")
+    ca_file: Path | None = Field(None, description="The store's CA certificate; none: the system's trust store.")
+
+
 class NodeConfig(ConfigModel):
     store_id: Identifier
     node_id: Identifier
@@ -39,3 +46,5 @@ class NodeConfig(ConfigModel):
     outbox: OutboxSettings = OutboxSettings()
     publish: PublishSettings = PublishSettings()
     sources: list[SourceSettings] = Field(default_factory=list)
+    gateway: GatewayLink | None = Field(None, description="Set by `omnisense provision claim`; HTTP basic auth with "
+                                                          "the node id and its MQTT password.")

@@ -160,7 +160,7 @@ class MqttLink:
 
     def _authenticate(self, client: paho.Client) -> None:
         if self.settings.username:
-            client.username_pw_set(self.settings.username, self.settings.password)
+            client.username_pw_set(self.settings.username, self.settings.secret())
         if self.settings.tls:
             client.tls_set(ca_certs=str(self.settings.ca_file) if self.settings.ca_file else None,
                            cert_reqs=ssl.CERT_REQUIRED)

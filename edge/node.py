@@ -105,7 +105,10 @@ class Node:
     def _apply_config(self, config: RemoteConfig) -> None:
         if self.remote_config is None or config.version != self.remote_config.version:
             log.info("%s applied config version %d (zone %s)", self.config.node_id, config.version, config.zone)
+        answered = self.remote_config.test_token if self.remote_config else None
         self.remote_config = config
+        if config.test_token and config.test_token != answered:
+            self.emit(Channel.TEST, {"token": config.test_token})
         for source in self.sources:
             apply = getattr(source, "apply_config", None)
             if apply is not None:

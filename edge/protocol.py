@@ -32,10 +32,11 @@ class Channel(StrEnum):
     PRESENCE = "events/presence"
     COUNTS = "events/counts"
     RADIO = "events/radio"
+    TEST = "events/test"
     CONFIG = "config"
 
 
-EVENT_CHANNELS = (Channel.PRESENCE, Channel.COUNTS, Channel.RADIO)
+EVENT_CHANNELS = (Channel.PRESENCE, Channel.COUNTS, Channel.RADIO, Channel.TEST)
 
 
 def topic(store_id: str, node_id: str, channel: Channel) -> str:
@@ -124,15 +125,23 @@ class RadioEvent(_Event):
     rejected: int = Field(0, ge=0, description="Malformed adverts or frames dropped.")
 
 
-Event = PresenceEvent | CountsEvent | RadioEvent
-EVENT_MODELS: dict[Channel, type[PresenceEvent] | type[CountsEvent] | type[RadioEvent]] = {
+class TestEvent(_Event):
+    """The answer to a config's `test_token`: proves the whole path node -> outbox -> broker -> gateway -> SQLite."""
+
+    schema_: Literal["omnisense.test"] = Field("omnisense.test", alias="schema")
+    token: Annotated[str, Field(pattern=r"^[0-9a-f]{16,64}$")]
+
+
+Event = PresenceEvent | CountsEvent | RadioEvent | TestEvent
+EVENT_MODELS: dict[Channel, type[PresenceEvent] | type[CountsEvent] | type[RadioEvent] | type[TestEvent]] = {
     Channel.PRESENCE: PresenceEvent,
     Channel.COUNTS: CountsEvent,
     Channel.RADIO: RadioEvent,
+    Channel.TEST: TestEvent,
 }
-EVENT_KINDS = {Channel.PRESENCE: "presence", Channel.COUNTS: "counts", Channel.RADIO: "radio"}
+EVENT_KINDS = {Channel.PRESENCE: "presence", Channel.COUNTS: "counts", Channel.RADIO: "radio", Channel.TEST: "test"}
 CHANNEL_OF_SCHEMA = {"omnisense.presence": Channel.PRESENCE, "omnisense.counts": Channel.COUNTS,
-                     "omnisense.radio": Channel.RADIO}
+                     "omnisense.radio": Channel.RADIO, "omnisense.test": Channel.TEST}
 
 
 class NodeStatus(_Payload):
@@ -149,6 +158,29 @@ class NodeStatus(_Payload):
         "state (ok, down, ended), frames, outages and their seconds, the last error.")
 
 
+Point = tuple[float, float]
+
+
+class CameraPlacement(BaseModel):
+    """Where a camera node counts, set by the installer: the line (and its direction) and zone polygons."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    line: str = Field(description="x=X, y=Y or X1,Y1,X2,Y2 in the pixels of the frames counted (edge.vision.line).")
+    flip: bool = Field(False, description="Count 'in' towards the negative side of the line.")
+    zones: dict[Identifier, list[Point]] = Field(default_factory=dict,
+                                                 description="Named polygons (at least 3 points) for people-in-zone counts.")
+
+
+class RadioCalibration(BaseModel):
+    """A node's log-distance path-loss model, measured by the installer with a reference phone or beacon."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rssi_1m: float = Field(ge=-120, le=0, description="Median RSSI of the reference at 1 m, dBm.")
+    exponent: float = Field(2.0, ge=1.0, le=6.0, description="Path-loss exponent: 2 in free space, 2.5-4 indoors.")
+
+
 class RemoteConfig(BaseModel):
     """Retained on `config`, written by the gateway for one node."""
 
@@ -163,6 +195,10 @@ class RemoteConfig(BaseModel):
     salt: Annotated[str, Field(pattern=r"^(?:[0-9a-f]{2}){16,64}$")] | None = Field(
         None, repr=False, description="The store's salt of `salt_day` for device pseudonyms (hex); never logged.")
     salt_day: date | None = None
+    camera: CameraPlacement | None = Field(None, description="Counting line and zones; none: the node's own settings.")
+    radio: RadioCalibration | None = Field(None, description="Path-loss model; none: the node's own settings.")
+    test_token: Annotated[str, Field(pattern=r"^[0-9a-f]{16,64}$")] | None = Field(
+        None, description="A new value asks the node for one `events/test` event carrying it (health check).")
 
 
 def schema_property(model: BaseModel) -> str:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -33,7 +33,8 @@ class MqttSettings(ConfigModel):
         description="Broker address: mqtt://host:port or mqtts://host:port (TLS).",
     )
     username: str | None = None
-    password: str | None = None
+    password: str | None = Field(None, repr=False, description="Prefer password_file: config files get copied around.")
+    password_file: Path | None = Field(None, description="File whose first line is the password (what a claim writes).")
     ca_file: Path | None = Field(None, description="CA bundle that signed the broker's certificate (mqtts).")
     protocol: str = Field(
         "auto",
@@ -62,6 +63,22 @@ class MqttSettings(ConfigModel):
         if value not in ("auto", "5", "3.1.1"):
             raise ValueError(f"expected 'auto', '5' or '3.1.1', got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _one_password(self) -> MqttSettings:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        return self
+
+    def secret(self) -> str | None:
+        """The password, read from `password_file` when given; ConfigError naming the file if unreadable."""
+        if self.password_file is None:
+            return self.password
+        try:
+            return self.password_file.read_text().splitlines()[0].strip()
+        except (OSError, IndexError) as err:
+            reason = "it is empty" if isinstance(err, IndexError) else (err.strerror or str(err))
+            raise ConfigError(f"mqtt.password_file {self.password_file}: cannot read the password: {reason}") from None
 
     @property
     def host(self) -> str:

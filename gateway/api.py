@@ -113,7 +113,7 @@ def create_app(db_path: Path, health: Callable[[], Health], routers: Sequence[AP
         db: Db,
         since: Annotated[AwareDatetime | None, Query(description="Only events produced at or after this time")] = None,
         node: Annotated[str | None, Query(description="Only this node's events")] = None,
-        kind: Annotated[Literal["presence", "counts", "radio"] | None, Query(description="Only this kind")] = None,
+        kind: Annotated[Literal["presence", "counts", "radio", "test"] | None, Query(description="Only this kind")] = None,
         after_id: Annotated[int | None, Query(description="Page on: only ids above this")] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     ) -> list[EventView]:
