@@ -141,8 +141,9 @@ class VisionSettings(BaseModel):
     zones: dict[str, list[Point]] = Field(default_factory=dict, description="Named polygons for people-in-zone counts.")
     process_width: int = Field(320, ge=64, description="Frames are downscaled to this width before detection.")
     learning_rate: float = Field(
-        -1.0, le=1.0, description="Share of the background model renewed per frame; -1 = OpenCV automatic (1/n for the "
-        "first 500 frames, then 1/500: someone standing still fades into the background after a minute or so).")
+        -1.0, le=1.0, description="Share of the background model renewed per frame; -1 = OpenCV automatic (1/(2n) for "
+        "the first 250 frames, then 1/500): someone standing still fades into the background after about 50 frames "
+        "(5 s at 10 frames/s), and their track with it.")
     min_hits: int = Field(3, ge=1, description="Frames a track must be matched before it counts.")
     max_age: int = Field(10, ge=0, description="Frames a confirmed track coasts unseen before it is dropped.")
     reset_at: dt.time | None = Field(None, description="Local closing time at which occupancy resets to 0.")
@@ -198,7 +199,8 @@ class VisionPipeline:
         self.detector = BlobDetector(w, h, pw, ph, s.process_width, s.learning_rate, perspective=s.perspective)
         size = PersonSize(ph, h, s.perspective, pw / ph)
         self.size = size
-        self.tracker = Tracker(gate_px=0.5 * ph, min_hits=s.min_hits, max_age=s.max_age, gate_scale=size.scale_at)
+        self.tracker = Tracker(gate_px=0.5 * ph, min_hits=s.min_hits, max_age=s.max_age, gate_scale=size.scale_at,
+                               occlusion=s.perspective > 0)
         confirm = s.confirm_px if s.confirm_px is not None else 0.15 * ph
         self.counter = LineCounter(self.line, band, confirm)
 

@@ -10,7 +10,7 @@ Works with no downloaded weights. Per frame:
    1/n, so people in the first frame do not leave ghosts for minutes);
    shadow pixels (value 127) are dropped, only 255 is foreground;
 4. morphology: an opening removes speckle, a closing sized by the person joins a body's pieces;
-5. contours become blobs; blobs much smaller than a person are noise; a blob wider (taller) than one
+5. contours become blobs; blobs under a tenth of a person's box are noise; a blob wider (taller) than one
    person is split into k = round(w / person_w) columns (rows), each trimmed to its own foreground,
    which separates groups walking side by side (or one behind the other in an oblique view).
 
@@ -33,7 +33,8 @@ import cv2
 import numpy as np
 
 _FLOOD = 0.35          # foreground share of the frame above which the background is rebuilt
-_MIN_AREA = 0.15       # blobs with less foreground than this share of a person's box are noise
+_MIN_AREA = 0.10       # blobs with less foreground than this share of a person's box are noise; a head seen from
+                       # above (all there is of someone whose clothes match the floor) is about this much: kept
 _SPLIT_BIAS = 0.15     # k = floor(w / person_w + 0.5 - bias): a blob must be clearly wider to split
 _WARMUP = 50           # frames after start (or a rebuild) with a fast, 1/n, learning rate
 _MIN_SCALE = 0.2       # the perspective never shrinks a person below this share of the centre size

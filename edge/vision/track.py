@@ -2,12 +2,20 @@
 
 Each track filters its foot point (x, y, vx, vy) with a constant-velocity Kalman filter and smooths
 its box size. Per frame: predict every track, assign detections to tracks by
-`scipy.optimize.linear_sum_assignment` on the distance between predicted and detected foot points,
-pairs farther apart than `gate_px` are not assigned (the gate is how far a person can get from where
-they were expected in one frame). Confirmed tracks are matched first, tentative ones with what is left
-(ByteTrack's idea of letting the established tracks choose first). A track is confirmed after
-`min_hits` consecutive matches; a tentative track dies at its first miss; a confirmed one coasts on
-its prediction for up to `max_age` frames (a person hidden behind another) and then dies.
+`scipy.optimize.linear_sum_assignment` on the distance between predicted and detected foot points;
+pairs farther apart than the gate (`gate_px`, how far a person can get from where they were expected
+in one frame) are not made, and leaving a track unmatched costs its gate, so a pair is made only when
+it lowers the total: a track whose person is hidden coasts rather than take a neighbour's detection
+(maximising the number of pairs instead swaps two people whose paths cross). Confirmed tracks are
+matched first, tentative ones with what is left (ByteTrack's idea of letting the established tracks
+choose first). A track is confirmed after `min_hits` consecutive matches; a tentative track dies at
+its first miss; a confirmed one coasts on its prediction for up to `max_age` frames (a person hidden
+behind another) and then dies.
+
+Occlusion (`occlusion=True`, for oblique views): a confirmed track whose predicted box is more than
+`OCCLUDED` covered by a nearer track's box (nearer = feet lower in the image) is behind someone. Its
+feet are hidden, and the bottom of any blob it is matched with is the front person's, so only its
+column is measured; its row follows its own motion until it is in the clear again.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from edge.vision.detect import Detections
 
 _F = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=np.float64)
 _H = np.array([[1, 0, 0, 0], [0, 1, 0, 0]], dtype=np.float64)
+OCCLUDED = 0.3   # share of a track's box covered by a nearer track's above which it is behind that person
 
 
 @dataclass
@@ -52,7 +61,8 @@ class Tracker:
 
     def __init__(self, gate_px: float, min_hits: int = 3, max_age: int = 10,
                  measurement_px: float = 2.0, acceleration_px: float = 1.0,
-                 gate_scale: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+                 gate_scale: Callable[[np.ndarray], np.ndarray] | None = None, occlusion: bool = False) -> None:
+        self.occlusion = occlusion  # oblique view: a person partly behind a nearer one has no reliable foot row
         self.gate = gate_px
         self.gate_scale = gate_scale  # foot rows -> factor on the gate (perspective: smaller far away)
         self.min_hits = min_hits
@@ -70,13 +80,20 @@ class Tracker:
         t.age += 1
         t.time_since_update += 1
 
-    def _correct(self, t: Track, z: np.ndarray, w: float, h: float) -> None:
-        s = _H @ t.cov @ _H.T + self._r
-        k = t.cov @ _H.T @ np.linalg.inv(s)
-        t.state = t.state + k @ (z - _H @ t.state)
-        t.cov = (np.eye(4) - k @ _H) @ t.cov
-        t.w += 0.3 * (w - t.w)
-        t.h += 0.3 * (h - t.h)
+    def _correct(self, t: Track, z: np.ndarray, w: float, h: float, occluded: bool = False) -> None:
+        if occluded:  # only the column is measured: the foot row belongs to whoever stands in front
+            hx = _H[:1]
+            s = hx @ t.cov @ hx.T + self._r[:1, :1]
+            k = t.cov @ hx.T @ np.linalg.inv(s)
+            t.state = t.state + k @ (z[:1] - hx @ t.state)
+            t.cov = (np.eye(4) - k @ hx) @ t.cov
+        else:
+            s = _H @ t.cov @ _H.T + self._r
+            k = t.cov @ _H.T @ np.linalg.inv(s)
+            t.state = t.state + k @ (z - _H @ t.state)
+            t.cov = (np.eye(4) - k @ _H) @ t.cov
+            t.w += 0.3 * (w - t.w)
+            t.h += 0.3 * (h - t.h)
         t.hits += 1
         t.time_since_update = 0
         if t.hits >= self.min_hits:
@@ -90,26 +107,50 @@ class Tracker:
         if not tracks or len(idx) == 0:
             return []
         pred = np.array([t.state[:2] for t in tracks])
-        cost = np.linalg.norm(pred[:, None, :] - feet[None, idx, :], axis=2)
+        dist = np.linalg.norm(pred[:, None, :] - feet[None, idx, :], axis=2)
         gate = np.full(len(tracks), self.gate)
         if self.gate_scale is not None:
             gate = gate * self.gate_scale(pred[:, 1])
-        gate = gate[:, None] * np.ones((1, len(idx)))
-        rows, cols = linear_sum_assignment(np.where(cost <= gate, cost, 1e6))
-        pairs = [(tracks[r], int(idx[c])) for r, c in zip(rows, cols) if cost[r, c] <= gate[r, c]]
+        cost = np.where(dist <= gate[:, None], dist, np.inf)
+        # Leaving a track unmatched costs its gate (one dummy column per track): a pair is made only when
+        # it lowers the total, so a track whose own detection is missing coasts instead of taking its
+        # neighbour's (a plain assignment with "infinite" costs outside the gate maximises the number of
+        # pairs first, and swaps two crossing people to get one more pair).
+        n = len(tracks)
+        full = np.full((n, len(idx) + n), np.inf)
+        full[:, :len(idx)] = cost
+        full[np.arange(n), len(idx) + np.arange(n)] = gate
+        rows, cols = linear_sum_assignment(full)
+        pairs = [(tracks[r], int(idx[c])) for r, c in zip(rows, cols) if c < len(idx)]
         for _, j in pairs:
             free[j] = False
         return pairs
 
+    def _occluded(self) -> set[int]:
+        """Confirmed tracks whose predicted box is covered by more than OCCLUDED of its area by a nearer
+        track's (nearer = feet lower in the image, in an oblique view)."""
+        live = [t for t in self.tracks if t.confirmed]
+        if len(live) < 2:
+            return set()
+        b = np.array([t.box for t in live])
+        x0, y0, x1, y1 = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+        iw = np.clip(np.minimum(x1[:, None], x1[None]) - np.maximum(x0[:, None], x0[None]), 0, None)
+        ih = np.clip(np.minimum(y1[:, None], y1[None]) - np.maximum(y0[:, None], y0[None]), 0, None)
+        cover = iw * ih / np.maximum(b[:, 2] * b[:, 3], 1e-9)[:, None]   # [i, j]: share of i covered by j
+        nearer = y1[None, :] > y1[:, None]
+        hit = ((cover > OCCLUDED) & nearer).any(axis=1)
+        return {t.id for t, h in zip(live, hit) if h}
+
     def update(self, det: Detections) -> list[Track]:
         for t in self.tracks:
             self._predict(t)
+        occluded = self._occluded() if self.occlusion else set()
         feet = det.feet
         free = np.ones(len(det), dtype=bool)
         matched: set[int] = set()
         for group in ([t for t in self.tracks if t.confirmed], [t for t in self.tracks if not t.confirmed]):
             for t, j in self._assign(group, feet, free):
-                self._correct(t, feet[j], float(det.w[j]), float(det.h[j]))
+                self._correct(t, feet[j], float(det.w[j]), float(det.h[j]), t.id in occluded)
                 matched.add(t.id)
         self.tracks = [t for t in self.tracks if t.id in matched
                        or (t.confirmed and t.time_since_update <= self.max_age)]

@@ -1,0 +1,100 @@
+"""How well the people counter counts a busy simulated door, against exact truth.
+
+Scenes: `firmware_sim.entrance.busy_door` (groups of two and three side by side and in file, in and
+out at once, people stopping at the line and going on or stepping back, people turning round,
+passers-by, shadows, noise, the lights switched), rendered at 320x240 and 10 frames/s from the two
+door cameras: "overhead" (3.2 m above the door line, looking down) and "oblique" (3.5 m inside,
+3 m up, looking at the door at 40 degrees). The counter is the production `VisionPipeline` with the
+settings an installer would enter for each camera (`EntranceScene.counter_settings()`).
+
+Per camera and seed: crossings in and out counted and true, count accuracy (1 - |system - truth| /
+truth) and event F1 (a counted crossing matches a true one of the same direction within 1.5 s).
+The tests assert the overhead figure for seed 1 (tests/test_vision_entrance.py).
+
+Usage: python bench/vision_entrance.py [--seeds 1,2,3] [--parties 150] [--cameras overhead,oblique]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from scipy.optimize import linear_sum_assignment
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edge.vision.counter import VisionPipeline, VisionSettings  # noqa: E402
+from firmware_sim.entrance import busy_door  # noqa: E402
+from firmware_sim.plan import load_plan  # noqa: E402
+
+PLAN = Path(__file__).resolve().parents[1] / "config" / "store.example.yaml"
+
+
+def matched(system: list[float], truth: list[float], tolerance_s: float = 1.5) -> int:
+    if not system or not truth:
+        return 0
+    d = np.abs(np.array(system)[:, None] - np.array(truth)[None, :])
+    rows, cols = linear_sum_assignment(np.where(d <= tolerance_s, d, 1e9))
+    return int(sum(d[r, c] <= tolerance_s for r, c in zip(rows, cols)))
+
+
+def run(camera: str, seed: int, parties: int) -> dict:
+    scene = busy_door(load_plan(PLAN), camera, parties=parties, seed=seed)
+    truth = scene.truth()
+    pipe = VisionPipeline(VisionSettings(**scene.counter_settings()))
+    when: dict[str, list[float]] = {"in": [], "out": []}
+    frames = 0
+    t0 = time.perf_counter()
+    for index, t, frame in scene.frames():
+        frames += 1
+        for c in pipe.process(frame, index).crossings:
+            when[pipe.line.in_out(c.direction)].append(t)
+    out = {"camera": camera, "seed": seed, "frames": frames, "seconds": time.perf_counter() - t0}
+    for d in ("in", "out"):
+        true = [t for t, _, k in truth.crossings if k == d]
+        m = matched(when[d], true)
+        out[d] = {"system": len(when[d]), "truth": len(true),
+                  "count_accuracy": 1 - abs(len(when[d]) - len(true)) / len(true),
+                  "f1": 2 * m / (len(when[d]) + len(true))}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--parties", type=int, default=150)
+    ap.add_argument("--cameras", default="overhead,oblique")
+    args = ap.parse_args()
+    console = Console(width=120)
+    results = []
+    table = Table(title=f"simulated busy door, {args.parties} parties per scene")
+    for c in ("camera", "seed", "in: counted/true", "acc.", "F1", "out: counted/true", "acc.", "F1", "frames"):
+        table.add_column(c, justify="right")
+    for camera in args.cameras.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            r = run(camera, seed, args.parties)
+            results.append(r)
+            i, o = r["in"], r["out"]
+            table.add_row(camera, str(seed), f"{i['system']}/{i['truth']}", f"{100 * i['count_accuracy']:.1f}%",
+                          f"{i['f1']:.3f}", f"{o['system']}/{o['truth']}", f"{100 * o['count_accuracy']:.1f}%",
+                          f"{o['f1']:.3f}", str(r["frames"]))
+    console.print(table)
+    summary = {}
+    for camera in args.cameras.split(","):
+        rs = [r for r in results if r["camera"] == camera]
+        for d in ("in", "out"):
+            error = sum(abs(r[d]["system"] - r[d]["truth"]) for r in rs)  # per scene, so errors do not cancel
+            true = sum(r[d]["truth"] for r in rs)
+            summary[f"{camera}_{d}_count_accuracy"] = round(1 - error / true, 4)
+            summary[f"{camera}_{d}_min_count_accuracy"] = round(min(r[d]["count_accuracy"] for r in rs), 4)
+    print("BENCH " + json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
