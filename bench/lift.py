@@ -11,8 +11,15 @@ Workloads, seeded:
   Both must give identical counts (people converted and person-day visits, per arm and window).
 - Stores: synthetic control for 1,000 stores x 730 days with a 200-permutation p-value
   (`bench.support.lift_sc.measure_synthetic_control`, when present).
+- Calibration of the store-level test on real footfall (`bench.support.lift_calibration`): on the
+  Auckland pedestrian counts, placebo tests (random sensors "treated", no intervention) give the
+  false-positive rate at alpha 0.1, and injected +5/+10/+20% lifts give the power, for the test
+  before (block shifts of the post-period sum) and after (block shifts of the post-period minus
+  the block before it) side by side with GeoLift's iid permutations; then the intervals'
+  coverage and width, and the false-positive rate over other designs (pre/test days, stores).
 
-Usage: python bench/lift.py [--exposures 10000000] [--visits 2000000]
+Usage: python bench/lift.py [--exposures 10000000] [--visits 2000000] [--seeds 50]
+       [--skip-speed | --skip-calibration]
 """
 
 from __future__ import annotations
@@ -99,6 +106,100 @@ def synthetic_control() -> tuple[float | None, str]:
     return float(result), "synthetic control: 1,000 stores x 730 days, 200 permutations"
 
 
+def calibration(console: Console, seeds: int, windows: int, interval_seeds: int,
+                robust_seeds: int) -> dict[str, Any]:
+    """Placebo false-positive rate and power on real footfall, before and after; returns BENCH keys."""
+    from bench.support.lift_calibration import (
+        METHODS,
+        NEW,
+        OLD,
+        akl_panel,
+        interval_stats,
+        outage_breakdown,
+        rejection_rates,
+    )
+
+    panel = akl_panel()
+    effects = (0.0, 0.05, 0.10, 0.20)
+    rates = {}
+    for method in METHODS:
+        with console.status(f"placebo tests: {method.label}"):
+            rates[method] = rejection_rates(panel, method, effects, range(seeds), windows=windows)
+    table = Table(title=f"store-level test on real footfall (Auckland, {len(panel.locations)} sensors, "
+                        f"{panel.periods[0]}..{panel.periods[-1]}): 2 random sensors treated, 182 days "
+                        f"before + 28 test days, alpha 0.1; {seeds} seeds x {windows} windows "
+                        f"= {seeds * windows} tests per cell")
+    table.add_column("method")
+    table.add_column("false-positive rate (± s.e.) [seed min..max]", justify="right")
+    for e in effects[1:]:
+        table.add_column(f"power +{e:.0%}", justify="right")
+    for method in METHODS:
+        r = rates[method]
+        table.add_row(method.label, f"{r[0.0].mean:.3f} ± {r[0.0].se:.3f} [{r[0.0].low:.3f}..{r[0.0].high:.3f}]",
+                      *(f"{r[e].mean:.3f}" for e in effects[1:]))
+    console.print(table)
+
+    intervals = {}
+    itable = Table(title=f"90% interval of the incremental visits: {interval_seeds} seeds x {windows} windows; "
+                         "coverage of the injected truth, median width in units of a +5% effect")
+    itable.add_column("method")
+    for e in (0.0, 0.05, 0.10):
+        itable.add_column(f"+{e:.0%}: coverage / width", justify="right")
+    for method in (OLD, NEW):
+        cells = []
+        for e in (0.0, 0.05, 0.10):
+            with console.status(f"intervals: {method.label}, +{e:.0%}"):
+                st = interval_stats(panel, method, e, range(interval_seeds), windows=windows)
+            intervals[(method, e)] = st
+            cells.append(f"{st.coverage:.3f} / {st.median_width:.2f}" + (f" ({st.infinite} inf)" if st.infinite else ""))
+        itable.add_row(method.label, *cells)
+    console.print(itable)
+
+    rtable = Table(title=f"other designs: {robust_seeds} seeds x {windows} windows each; "
+                         "false-positive rate / power +10%")
+    rtable.add_column("design")
+    for method in (OLD, NEW):
+        rtable.add_column(method.label.split(";")[0], justify="right")
+    robust = {}
+    for pre, post, treated in ((91, 28, 2), (364, 28, 2), (182, 14, 2), (182, 56, 2), (182, 28, 1), (182, 28, 4)):
+        cells = []
+        for method in (OLD, NEW):
+            with console.status(f"design {pre}+{post} days, {treated} treated: {method.label}"):
+                r = rejection_rates(panel, method, (0.0, 0.10), range(robust_seeds), pre=pre, post=post,
+                                    treated=treated, windows=windows)
+            robust[(pre, post, treated, method)] = r
+            cells.append(f"{r[0.0].mean:.3f} / {r[0.10].mean:.3f}")
+        rtable.add_row(f"{pre} + {post} days, {treated} treated", *cells)
+    console.print(rtable)
+    otable = Table(title=f"false-positive rate by whether a treated sensor had an outage in the window "
+                         f"(a day below a fifth of its median); {robust_seeds} seeds x {windows} windows")
+    otable.add_column("method")
+    for column in ("treated outage", "no treated outage"):
+        otable.add_column(column, justify="right")
+    outages = {}
+    for method in (OLD, NEW):
+        with console.status(f"outages: {method.label}"):
+            outages[method] = outage_breakdown(panel, method, range(robust_seeds), windows=windows)
+        otable.add_row(method.label, *(f"{rate:.3f} ({n} tests)" for rate, n in outages[method].values()))
+    console.print(otable)
+    new_fprs = [robust[k][0.0].mean for k in robust if k[3] is NEW]
+    return {
+        "placebo_fpr_before": round(rates[OLD][0.0].mean, 4), "placebo_fpr_after": round(rates[NEW][0.0].mean, 4),
+        "placebo_fpr_after_se": round(rates[NEW][0.0].se, 4) if seeds > 1 else None,
+        "placebo_fpr_geolift_iid": round(rates[METHODS[0]][0.0].mean, 4),
+        "power_5pct_before": round(rates[OLD][0.05].mean, 4), "power_5pct_after": round(rates[NEW][0.05].mean, 4),
+        "power_10pct_before": round(rates[OLD][0.10].mean, 4), "power_10pct_after": round(rates[NEW][0.10].mean, 4),
+        "power_20pct_before": round(rates[OLD][0.20].mean, 4), "power_20pct_after": round(rates[NEW][0.20].mean, 4),
+        "ci_coverage_5pct_before": round(intervals[(OLD, 0.05)].coverage, 4),
+        "ci_coverage_5pct_after": round(intervals[(NEW, 0.05)].coverage, 4),
+        "ci_width_5pct_before": round(intervals[(OLD, 0.05)].median_width, 3),
+        "ci_width_5pct_after": round(intervals[(NEW, 0.05)].median_width, 3),
+        "placebo_fpr_after_other_designs_max": round(max(new_fprs), 4),
+        "placebo_fpr_after_no_treated_outage": round(outages[NEW]["no treated outage"][0], 4),
+        "calibration_tests_per_cell": seeds * windows,
+    }
+
+
 def best_of(run: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     best, value = float("inf"), None
     for _ in range(repeat):
@@ -113,9 +214,25 @@ def main() -> None:
     parser.add_argument("--exposures", type=int, default=10_000_000)
     parser.add_argument("--visits", type=int, default=2_000_000)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=50, help="seeds of the placebo/power tests (main design)")
+    parser.add_argument("--windows", type=int, default=40, help="placebo windows per seed")
+    parser.add_argument("--interval-seeds", type=int, default=5)
+    parser.add_argument("--robust-seeds", type=int, default=20, help="seeds per other design")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--skip-speed", action="store_true", help="only the calibration on real footfall")
+    group.add_argument("--skip-calibration", action="store_true", help="only the speed measurements")
     args = parser.parse_args()
     pin({BENCH_CPU})
-    console = Console()
+    console = Console(width=150)
+    bench: dict[str, Any] = {}
+    if not args.skip_speed:
+        bench.update(speed(console, args))
+    if not args.skip_calibration:
+        bench.update(calibration(console, args.seeds, args.windows, args.interval_seeds, args.robust_seeds))
+    print("BENCH " + json.dumps(bench))
+
+
+def speed(console: Console, args: argparse.Namespace) -> dict[str, Any]:
     with console.status("generating data"):
         exposures, visits = make_data(args.exposures, args.visits)
     with console.status("numpy attribution"):
@@ -152,8 +269,8 @@ def main() -> None:
     console.print(timing)
     console.print("counts identical in numpy and pandas (people converted and person-day visits, per arm "
                   f"and window); {sc_note}")
-    print("BENCH " + json.dumps({"attribution_s": round(attribution_s, 3), "pandas_attribution_s": round(pandas_s, 3),
-                                 "synthetic_control_s": round(sc_s, 3) if sc_s is not None else None}))
+    return {"attribution_s": round(attribution_s, 3), "pandas_attribution_s": round(pandas_s, 3),
+            "synthetic_control_s": round(sc_s, 3) if sc_s is not None else None}
 
 
 if __name__ == "__main__":

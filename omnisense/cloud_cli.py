@@ -69,7 +69,8 @@ def cloud(
     except ValidationError as exc:
         raise _fail(f"invalid option:\n{format_validation_error(exc)}") from None
     try:
-        api = create_cloud_app(settings.db_url, settings.admin_token, settings.max_body_bytes)
+        api = create_cloud_app(settings.db_url, settings.admin_token, settings.max_body_bytes,
+                               pool_min_size=settings.pool_min_size, pool_max_size=settings.pool_max_size)
     except Exception as err:  # noqa: BLE001 - a database that cannot be opened is a start-up error
         raise _fail(f"cannot open the database {settings.db_url}: {err}") from None
     if settings.admin_token is None:

@@ -26,7 +26,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from cloud_sync.lift.power import minimum_detectable_effect
 from cloud_sync.lift.synthetic_control import (
+    CONTRASTS,
     GeoPanel,
     LiftInputError,
     synthetic_control,
@@ -122,6 +124,28 @@ def read_long_csv(path: Path, location_col: str, time_col: str,
     return GeoPanel.from_long(locs, periods, ys), kind, parse
 
 
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=_err, transient=True)
+
+
+def _numbers(text: str, option: str, kind: type[int] | type[float]) -> list:
+    values: list = []
+    try:
+        for raw in (v.strip() for v in text.split(",")):
+            if not raw:
+                continue
+            if kind is float and raw.endswith("%"):
+                values.append(float(raw[:-1]) / 100)
+            else:
+                values.append(kind(raw))
+    except ValueError:
+        raise _fail(f"{option} must be a comma-separated list of {kind.__name__}s, got {text!r}") from None
+    if not values:
+        raise _fail(f"{option} is empty")
+    return values
+
+
 @lift_app.command()
 def geo(
     csv_path: Annotated[Path, typer.Argument(metavar="CSV", help="Long table: one row per location and period.")],
@@ -135,7 +159,9 @@ def geo(
     permutations: Annotated[int, typer.Option(help="Random permutations for --permutation iid.")] = 200,
     permutation: Annotated[str, typer.Option(help="block (cyclic shifts; robust to serial correlation) or iid (GeoLift's).")] = "block",
     stat: Annotated[str, typer.Option(help="total (two-sided), positive or negative (one-sided).")] = "total",
-    interval: Annotated[bool, typer.Option("--interval/--no-interval", help="Compute the jackknife+ interval.")] = True,
+    contrast: Annotated[str, typer.Option(help="previous (test the post-period against the block just before it; calibrated on real footfall) or none (GeoLift's post-period sum).")] = "previous",
+    interval: Annotated[bool, typer.Option("--interval/--no-interval", help="Compute the interval.")] = True,
+    interval_method: Annotated[str, typer.Option(help="conformal (inverts the test) or jackknife+ (GeoLift's).")] = "conformal",
     drop_incomplete: Annotated[bool, typer.Option(help="Drop control locations with missing values instead of failing.")] = False,
     seed: Annotated[int | None, typer.Option(help="Seed of the random permutations.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
@@ -153,6 +179,10 @@ def geo(
         raise _fail(f"--alpha must be between 0 and 1, got {alpha}")
     if permutations < 1:
         raise _fail("--permutations must be at least 1")
+    if contrast not in CONTRASTS:
+        raise _fail(f"--contrast must be {' or '.join(CONTRASTS)}, got {contrast!r}")
+    if interval_method not in ("conformal", "jackknife+"):
+        raise _fail(f"--interval-method must be conformal or jackknife+, got {interval_method!r}")
     try:
         panel, kind, parse = read_long_csv(csv_path, location_col, time_col, y_col)
     except (CsvInputError, LiftInputError) as err:
@@ -190,8 +220,7 @@ def geo(
             _err.print(f"dropped {dropped} control location(s) with missing values", highlight=False)
         panel = complete
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=_err, transient=True)
+    progress = _progress()
     tasks: dict[str, int] = {}
 
     def report(stage: str, done: int, total: int) -> None:
@@ -203,7 +232,8 @@ def geo(
         with progress:
             result = synthetic_control(panel, names, start, end, permutations=permutations,
                                        alpha=alpha, rng=np.random.default_rng(seed), progress=report,
-                                       stat=stat, permutation=permutation, interval=interval)
+                                       stat=stat, permutation=permutation, interval=interval,
+                                       contrast=contrast, interval_method=interval_method)
     except LiftInputError as err:
         hint = ("; --drop-incomplete drops such control locations"
                 if "missing" in str(err) and not drop_incomplete else "")
@@ -224,8 +254,8 @@ def geo(
     table.add_row("ATT (per location per period)", f"{result.att:,.2f}")
     table.add_row("incremental", f"{result.incremental:,.1f}")
     if interval:
-        table.add_row(f"{level}% interval (jackknife+)", f"[{result.ci_low:,.1f}, {result.ci_high:,.1f}]")
-    table.add_row(f"p-value ({permutation}, {stat})", f"{result.p_value:.4f}")
+        table.add_row(f"{level}% interval ({interval_method})", f"[{result.ci_low:,.1f}, {result.ci_high:,.1f}]")
+    table.add_row(f"p-value ({permutation}, {stat}, contrast {contrast})", f"{result.p_value:.4f}")
     table.add_row("pre-period RMSE", f"{result.pre_rmse:,.2f}")
     out.print(table)
     weights = Table(title="Control weights")
@@ -234,3 +264,117 @@ def geo(
     for name, w in result.weights.items():
         weights.add_row(escape(name), f"{w:.4f}")
     out.print(weights)
+
+
+@lift_app.command()
+def power(
+    csv_path: Annotated[Path, typer.Argument(metavar="CSV", help="Long table of history: one row per location and period.")],
+    treated: Annotated[str | None, typer.Option(help="Candidate test locations, comma-separated.")] = None,
+    stores: Annotated[int | None, typer.Option(help="Instead of --treated: this many test locations, drawn at random in each window.")] = None,
+    test_days: Annotated[str, typer.Option(help="Test lengths in periods (days for daily data), comma-separated.")] = "14,28,42",
+    pre_days: Annotated[int | None, typer.Option(help="Periods of history before each simulated test [default: as many as the windows allow].")] = None,
+    alpha: Annotated[float, typer.Option(help="Significance level of the test.")] = 0.1,
+    target_power: Annotated[float, typer.Option("--power", help="Power the minimum detectable effect must reach.")] = 0.8,
+    effects: Annotated[str, typer.Option(help="Relative effects to simulate, comma-separated (0.05 or 5%).")] = "0,0.01,0.02,0.03,0.05,0.075,0.1,0.15,0.2,0.3",
+    windows: Annotated[int, typer.Option(help="Historical windows simulated per effect and test length.")] = 20,
+    location_col: Annotated[str, typer.Option(help="Column naming the location (store).")] = "location",
+    time_col: Annotated[str, typer.Option(help="Column of the period (ISO date, datetime or integer).")] = "date",
+    y_col: Annotated[str, typer.Option(help="Column of the outcome (visits, footfall).")] = "Y",
+    permutation: Annotated[str, typer.Option(help="block or iid, as for `lift geo`.")] = "block",
+    contrast: Annotated[str, typer.Option(help="previous or none, as for `lift geo`.")] = "previous",
+    seed: Annotated[int | None, typer.Option(help="Seed of the random store draws and permutations.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Power and minimum detectable effect (MDE) of a store test, by replaying history.
+
+    For each test length, windows of the past (pre-period + test) are taken; the test stores'
+    outcome in the simulated test period is multiplied by 1 + effect and the synthetic-control test
+    of `lift geo` is run. Power = share of windows where the effect is detected (p < alpha, right
+    sign); the row for effect 0 is the false-positive rate. The MDE is the smallest effect whose
+    power reaches --power. Locations with missing values are left out of the donor pool.
+    """
+    if (treated is None) == (stores is None):
+        raise _fail("give either --treated (the test locations) or --stores (how many, drawn at random)")
+    if not 0 < alpha < 1:
+        raise _fail(f"--alpha must be between 0 and 1, got {alpha}")
+    if not 0 < target_power <= 1:
+        raise _fail(f"--power must be in (0, 1], got {target_power}")
+    if permutation not in ("block", "iid"):
+        raise _fail(f"--permutation must be 'block' or 'iid', got {permutation!r}")
+    if contrast not in CONTRASTS:
+        raise _fail(f"--contrast must be {' or '.join(CONTRASTS)}, got {contrast!r}")
+    if windows < 1:
+        raise _fail("--windows must be at least 1")
+    lengths = _numbers(test_days, "--test-days", int)
+    if min(lengths) < 1:
+        raise _fail("--test-days must be at least 1")
+    grid = sorted(set(_numbers(effects, "--effects", float)))
+    if min(grid) <= -1:
+        raise _fail("--effects must be above -1 (-100%)")
+    try:
+        panel, _, _ = read_long_csv(csv_path, location_col, time_col, y_col)
+    except (CsvInputError, LiftInputError) as err:
+        raise _fail(str(err)) from None
+    complete = panel.complete_locations()
+    which: list[str] | int
+    if treated is not None:
+        which = [t.strip() for t in treated.split(",") if t.strip()]
+        if not which:
+            raise _fail("--treated names no location")
+        unknown = [t for t in which if t not in panel.locations]
+        if unknown:
+            raise _fail(f"unknown treated location(s) {', '.join(unknown)}")
+        gappy = [t for t in which if t not in complete.locations]
+        if gappy:
+            raise _fail(f"treated location(s) with missing values: {', '.join(gappy)}")
+    else:
+        assert stores is not None
+        if not 1 <= stores < len(complete.locations):
+            raise _fail(f"--stores must be between 1 and {len(complete.locations) - 1} "
+                        f"(the {len(complete.locations)} complete locations less one control)")
+        which = stores
+    dropped = len(panel.locations) - len(complete.locations)
+    if dropped and not as_json:
+        _err.print(f"left out {dropped} location(s) with missing values", highlight=False)
+
+    rng = np.random.default_rng(seed)
+    curves: dict[int, list] = {}
+    mdes: dict[int, float | None] = {}
+    progress = _progress()
+    try:
+        with progress:
+            for length in lengths:
+                task = progress.add_task(f"test of {length} periods", total=windows * len(grid))
+                mde, curve = minimum_detectable_effect(
+                    complete, which, length, effect_sizes=grid, target_power=target_power,
+                    pre_periods=pre_days, windows=windows, alpha=alpha, permutation=permutation,
+                    contrast=contrast, rng=rng,
+                    progress=lambda done, total, task=task: progress.update(task, completed=done, total=total))
+                curves[length], mdes[length] = curve, mde
+    except LiftInputError as err:
+        raise _fail(str(err)) from None
+
+    if as_json:
+        typer.echo(json.dumps({
+            "alpha": alpha, "target_power": target_power, "windows": windows,
+            "treated": which if isinstance(which, list) else None,
+            "stores": which if isinstance(which, int) else len(which),
+            "pre_periods": pre_days,
+            "tests": [{"test_periods": length, "mde": mdes[length],
+                       "power": [{"effect": pt.effect, "power": pt.power, "windows": pt.windows,
+                                  "mean_estimated_lift": pt.mean_estimated_lift,
+                                  "mean_abs_error": pt.mean_abs_error} for pt in curves[length]]}
+                      for length in lengths]}, allow_nan=False))
+        return
+    who = ", ".join(which) if isinstance(which, list) else f"{which} random store(s) per window"
+    table = Table(title=f"Power of a test on {who} (alpha {alpha}, {windows} windows of history)")
+    table.add_column("effect", justify="right")
+    for length in lengths:
+        table.add_column(f"{length} periods", justify="right")
+    for i, effect in enumerate(grid):
+        label = f"{effect:+.1%}" + (" (false positives)" if effect == 0 else "")
+        table.add_row(label, *(f"{curves[length][i].power:.2f}" for length in lengths))
+    table.add_row(f"MDE at power {target_power:g}",
+                  *((f"{mdes[length]:+.1%}" if mdes[length] is not None else f"> {max(grid):+.0%}")
+                    for length in lengths), style="bold")
+    Console().print(table)

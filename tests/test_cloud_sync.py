@@ -108,7 +108,8 @@ CLOUD_SCRIPT = textwrap.dedent("""
     from cloud_sync.cloud.api import create_cloud_app
 
     db_url, port, hold = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    app = create_cloud_app(db_url)
+    max_body = int(sys.argv[4]) if len(sys.argv) > 4 else 16 * 1024 * 1024
+    app = create_cloud_app(db_url, max_body_bytes=max_body)
     if hold:
         # Test hook: the first batch is applied, then its answer never comes.
         marker = pathlib.Path(hold)
@@ -169,10 +170,12 @@ class Child:
 
 
 class Cloud(Child):
-    def __init__(self, db_url: str, port: int, workdir: Path, hold_marker: Path | None = None) -> None:
+    def __init__(self, db_url: str, port: int, workdir: Path, hold_marker: Path | None = None,
+                 max_body_bytes: int = 16 * 1024 * 1024) -> None:
         script = workdir / "cloud_server.py"
         script.write_text(CLOUD_SCRIPT)
-        super().__init__([str(script), db_url, str(port), str(hold_marker or "")], workdir / "cloud.log")
+        super().__init__([str(script), db_url, str(port), str(hold_marker or ""), str(max_body_bytes)],
+                         workdir / "cloud.log")
         self.url = f"http://127.0.0.1:{port}"
         wait_for(self._up, 20, f"the cloud on {self.url}\n{self.output()}", 0.1)
 
@@ -510,6 +513,104 @@ def test_a_batch_the_cloud_refuses_is_set_aside_and_the_rest_delivered(
     status = uploader.outbox.status()
     assert status["poison_batches"] == 1 and status["pending_items"] == 0 and status["acked_items"] == 1
     assert "multiple of 3600" in uploader.outbox.batches("poison")[0]["last_error"]
+
+
+def test_a_batch_too_large_for_the_cloud_is_halved_down_to_single_items(
+        db_url: str, tmp_path: Path, children: list[Child]) -> None:
+    """A cloud (behind a proxy, say) that takes at most 1,500 bytes: the uploader's batch of 61 items
+    is refused with 413 and halved until the halves fit; the one item too large on its own is set
+    aside with a reason naming it; every other hour reaches the cloud exactly once."""
+    import asyncio
+
+    from cloud_sync.uploader.config import UploaderSettings
+    from cloud_sync.uploader.uploader import Uploader
+
+    limit = 1500
+    server = Cloud(db_url, free_port(), tmp_path, max_body_bytes=limit)
+    children.append(server)
+    key = keygen(tmp_path / "k.pem")
+    httpx.put(f"{server.url}/v1/stores/{STORE}", json={"public_key": public_key_b64(key)}).raise_for_status()
+    settings = UploaderSettings(store_id=STORE, gateway_db=tmp_path / "none.db", outbox=tmp_path / "o.db",
+                                cloud_url=server.url, key_file=tmp_path / "k.pem", batch_size=100)
+    uploader = Uploader(settings)
+    hours = [3600 * (480_000 + h) for h in range(60)]
+    items = [Item("footfall_hour", str(h), {"hour_start": h, "entries": 40 + i, "exits": 38 + i,
+                                             "distinct_devices": 20 + i, "dwell_mean": 300.5 + i})
+             for i, h in enumerate(hours)]
+    huge = Item("footfall_hour", "huge", {"hour_start": 3600, "entries": 50, "notes": secrets.token_hex(2000)})
+    uploader.outbox.enqueue(items[:30] + [huge] + items[30:])
+
+    async def drain() -> float | None:
+        async with httpx.AsyncClient(timeout=10) as client:
+            return await uploader._drain(client, asyncio.Event())
+
+    assert asyncio.run(drain()) is None  # nothing left to retry: all sent or set aside
+    status = uploader.outbox.status()
+    assert status["pending_batches"] == 0 and status["pending_items"] == 0
+    assert status["acked_items"] == 60 and status["split_batches"] >= 6  # 61 -> 31 + 30 -> ... -> 1
+    poisoned = uploader.outbox.batches("poison")
+    assert len(poisoned) == 1 and poisoned[0]["items"] == 1
+    reason = poisoned[0]["last_error"]
+    assert "single item too large" in reason and "footfall_hour huge" in reason and "413" in reason
+    split = uploader.outbox.batches("split")
+    assert all("413" in b["last_error"] for b in split) and split[0]["items"] == 61
+
+    with CloudDB(db_url) as db:
+        rows = db.footfall(STORE)
+        assert sorted(r["hour_start"] for r in rows) == hours  # each hour once; the huge one never
+        assert {r["hour_start"]: r["entries"] for r in rows} == {h: 40 + i for i, h in enumerate(hours)}
+        received = db.batch_bodies(STORE)
+        ids = [b for _, b, _ in received]
+        assert len(ids) == len(set(ids)) and all(len(body) <= limit for _, _, body in received)
+        assert sum(len(json.loads(gzip.decompress(body))["footfall_hours"]) for _, _, body in received) == 60
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_postgresql_connections_come_from_a_bounded_pool_that_survives_lost_connections(db_url: str) -> None:
+    import threading
+
+    import psycopg
+
+    name = db_url.rsplit("/", 1)[1]
+    admin = _pg_admin_url()
+    assert admin is not None
+
+    def backends() -> int:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)).fetchone()[0]
+
+    with CloudDB(db_url, pool_min_size=1, pool_max_size=3) as db:
+        db.register_store(STORE, "key")
+        pids: set[int] = set()
+        errors: list[BaseException] = []
+
+        def work(worker: int) -> None:
+            try:
+                for i in range(10):
+                    hour = 3600 * (worker * 10 + i)
+                    with db.connect() as conn:
+                        pids.add(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+                    db.apply_batch(STORE, f"batch-{worker:02d}-{i:02d}", b"body",
+                                   [{"hour_start": hour, "entries": worker}], [], [])
+            except BaseException as err:  # noqa: BLE001 - reported below
+                errors.append(err)
+
+        threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        # 80 batches from 8 threads on at most 3 server connections, reused (not one per request)
+        assert len(db.footfall(STORE)) == 80 and 1 <= len(pids) <= 3
+        assert backends() <= 3
+        # the server drops every connection (restart, idle timeout): the next requests reconnect
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                         " WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+        assert db.public_key(STORE) == "key"
+        assert db.apply_batch(STORE, "batch-after", b"body", [{"hour_start": 3600 * 999}], [], []).duplicate is False
+    wait_for(lambda: backends() == 0, 10, "the pool's connections to close")
 
 
 # --- units ------------------------------------------------------------------------------------------------

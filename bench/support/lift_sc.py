@@ -26,7 +26,7 @@ def measure_synthetic_control(stores: int = 1000, days: int = 730, permutations:
                               repeat: int = 1) -> float:
     """Seconds (best of `repeat`) of one `synthetic_control` on a stores x days panel, with a
     `permutations`-permutation conformal p-value (iid permutations, so exactly that many) and the
-    jackknife+ interval (as `omnisense lift geo` runs it; `interval=False` times the p-value alone),
+    interval (test inversion, as `omnisense lift geo` runs it; `interval=False` times the p-value alone),
     the last 28 days as the post-period and store 0 treated. The panel is built before the clock
     starts."""
     panel = synthetic_panel(stores, days)

@@ -34,6 +34,8 @@ import json
 import math
 import secrets
 import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
@@ -175,9 +177,18 @@ def _reason(exc: ValidationError) -> str:
     return format_validation_error(exc).strip().replace("\n  ", "; ")
 
 
-def create_cloud_app(db_url: str, admin_token: str | None = None, max_body_bytes: int = 16 * 1024 * 1024) -> FastAPI:
-    db = CloudDB(db_url)
-    app = FastAPI(title="omnisense cloud", version="1",
+def create_cloud_app(db_url: str, admin_token: str | None = None, max_body_bytes: int = 16 * 1024 * 1024,
+                     *, pool_min_size: int = 1, pool_max_size: int = 10) -> FastAPI:
+    db = CloudDB(db_url, pool_min_size=pool_min_size, pool_max_size=pool_max_size)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await run_in_threadpool(db.close)  # the PostgreSQL pool's connections
+
+    app = FastAPI(title="omnisense cloud", version="1", lifespan=lifespan,
                   description="Ingest of signed store batches, ad-exposure import, read-back.")
     app.state.db = db
 

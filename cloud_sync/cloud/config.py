@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from edge.settings import ConfigModel, load_config
 
@@ -21,6 +21,15 @@ class CloudSettings(ConfigModel):
                                     "exposure import). Unset: those endpoints are open - for a laptop only.")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body accepted, and "
                                 "largest batch after decompression.")
+    pool_min_size: int = Field(1, ge=1, description="PostgreSQL: connections the pool keeps open.")
+    pool_max_size: int = Field(10, ge=1, description="PostgreSQL: most connections the pool opens; a request "
+                               "waits (up to 30 s) for a free one beyond that.")
+
+    @model_validator(mode="after")
+    def _pool(self) -> CloudSettings:
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError(f"pool_min_size ({self.pool_min_size}) is above pool_max_size ({self.pool_max_size})")
+        return self
 
     @field_validator("db_url")
     @classmethod

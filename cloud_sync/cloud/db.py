@@ -2,10 +2,15 @@
 
 The SQL is written once, in the subset both speak: `INSERT ... ON CONFLICT (...) DO UPDATE SET
 col = excluded.col` for idempotent upserts, `ON CONFLICT DO NOTHING` plus the row count to see a
-duplicate batch. `?` placeholders are rewritten to `%s` for psycopg. A connection is opened per
-unit of work (one request), which keeps the code free of pools and threads; SQLite runs in WAL
-with a busy timeout, PostgreSQL at READ COMMITTED, where a second upload of the same batch waits
-on the first one's row lock and then sees the conflict.
+duplicate batch. `?` placeholders are rewritten to `%s` for psycopg. One unit of work (one request)
+is one transaction on one connection. PostgreSQL connections come from a pool
+(`psycopg_pool.ConnectionPool`, `pool_min_size`..`pool_max_size` connections, each checked before
+it is handed out, so a server restart costs a reconnect rather than a failed request; a request
+waits up to `pool_timeout_s` for a free connection): opening a PostgreSQL connection costs a TCP and
+authentication round trip per request otherwise. SQLite connections are opened per unit of work
+(a local file: cheap). SQLite runs in WAL with a busy timeout, PostgreSQL at READ COMMITTED, where
+a second upload of the same batch waits on the first one's row lock and then sees the conflict.
+`close()` closes the pool.
 
 Tables (natural keys in brackets):
   stores [store_id]: public_key (base64 Ed25519), registered_at
@@ -107,8 +112,10 @@ def _upsert(table: str, key: Sequence[str], columns: Sequence[str]) -> str:
 class CloudDB:
     """`CloudDB("sqlite:///path.db")` or `CloudDB("postgresql://user@host:port/db")`."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_min_size: int = 1, pool_max_size: int = 10,
+                 pool_timeout_s: float = 30.0) -> None:
         self.url = url
+        self.pool: Any = None
         if url.startswith("sqlite:///"):
             self.postgres = False
             self.path = Path(url.removeprefix("sqlite:///"))
@@ -117,32 +124,57 @@ class CloudDB:
             self.postgres = True
             try:
                 import psycopg  # noqa: F401
+                from psycopg_pool import ConnectionPool
             except ImportError:
-                raise ValueError("a PostgreSQL db_url needs psycopg: pip install 'psycopg[binary]'") from None
+                raise ValueError("a PostgreSQL db_url needs psycopg and psycopg_pool: "
+                                 "pip install 'psycopg[binary]' psycopg-pool") from None
+            if not 1 <= pool_min_size <= pool_max_size:
+                raise ValueError(f"need 1 <= pool_min_size ({pool_min_size}) <= pool_max_size ({pool_max_size})")
+            self.pool = ConnectionPool(url, min_size=pool_min_size, max_size=pool_max_size, timeout=pool_timeout_s,
+                                       kwargs={"connect_timeout": 10}, check=ConnectionPool.check_connection,
+                                       name="omnisense-cloud", open=False)
+            try:
+                self.pool.open(wait=True, timeout=pool_timeout_s)
+            except Exception:
+                self.pool.close()
+                raise
         else:
             raise ValueError(f"db_url must be sqlite:///path or postgresql://user@host:port/db, got {url!r}")
         with self.connect() as db:
             for statement in _schema("BYTEA" if self.postgres else "BLOB"):
                 db.execute(statement)
 
+    def close(self) -> None:
+        """Close the PostgreSQL pool (nothing to do for SQLite)."""
+        if self.pool is not None:
+            self.pool.close()
+
+    def __enter__(self) -> CloudDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @contextmanager
     def connect(self) -> Iterator[_Conn]:
         """One transaction: committed when the block ends, rolled back when it raises."""
         if self.postgres:
-            import psycopg
-
-            raw = psycopg.connect(self.url, connect_timeout=10)
-        else:
-            raw = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            # the pool's block commits on success, rolls back on an exception, and discards a
+            # connection left broken
+            with self.pool.connection() as raw:
+                yield _Conn(raw, True)
+            return
+        raw = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
             raw.execute("PRAGMA journal_mode=WAL")
             raw.execute("PRAGMA synchronous=NORMAL")
             raw.execute("BEGIN IMMEDIATE")
-        try:
-            yield _Conn(raw, self.postgres)
-            raw.commit() if self.postgres else raw.execute("COMMIT")
-        except BaseException:
-            raw.rollback() if self.postgres else raw.execute("ROLLBACK")
-            raise
+            try:
+                yield _Conn(raw, False)
+                raw.execute("COMMIT")
+            except BaseException:
+                raw.execute("ROLLBACK")
+                raise
         finally:
             raw.close()
 

@@ -45,45 +45,64 @@ def _window_starts(n_periods: int, span: int, windows: int) -> list[int]:
     return sorted({round(float(v)) for v in np.linspace(last, 0, count)}, reverse=True)
 
 
-def power_analysis(panel: GeoPanel, treated: Sequence[str], effect_sizes: Sequence[float],
+def power_analysis(panel: GeoPanel, treated: Sequence[str] | int, effect_sizes: Sequence[float],
                    test_length: int, *, pre_periods: int | None = None, windows: int = 20,
                    alpha: float = 0.1, permutations: int = 200, permutation: str = "block",
-                   stat: str = "total", rng: np.random.Generator | int | None = None,
+                   stat: str = "total", contrast: str = "previous",
+                   rng: np.random.Generator | int | None = None,
                    progress: Callable[[int, int], None] | None = None) -> list[PowerPoint]:
     """Power of a test on `treated` lasting `test_length` periods, for each effect size.
 
-    `pre_periods` defaults to all the history a window can have when the windows are spread over
-    the panel (at least 3 * test_length). Windows are the most recent ones first, spaced evenly.
+    `treated` names the test locations, or is a number of them: then each window draws that many
+    locations at random (the same draw for every effect size), which answers "how well can a test
+    on n of these stores detect an effect" before the stores are chosen, and with effect 0 is the
+    placebo false-positive rate over random store sets.
+    `pre_periods` defaults to all the history a window can have when the windows are spread one
+    test length apart (at least 3 * test_length), so that the simulated tests do not overlap
+    where the history allows. Windows are the most recent ones first, spaced evenly.
+    `contrast`, `permutation`, `permutations` and `stat` are the test's (see `synthetic_control`).
     """
     if test_length < 1:
         raise LiftInputError("test_length must be at least 1")
     if not effect_sizes:
         raise LiftInputError("no effect size given")
     panel = panel.complete_locations()
-    missing = [t for t in treated if t not in panel.locations]
-    if missing:
-        raise LiftInputError(
-            f"treated location(s) unknown or with missing values: {', '.join(missing)}")
     n = len(panel.periods)
     if pre_periods is None:
-        pre_periods = max(3 * test_length, n - test_length - (windows - 1))
+        # windows one test length apart (as far as the history allows), each with all the history left
+        pre_periods = max(3 * test_length, n - test_length - (windows - 1) * test_length)
+    if pre_periods < 3:
+        raise LiftInputError("pre_periods must be at least 3")
     starts = _window_starts(n, pre_periods + test_length, windows)
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
-    rows = [panel.locations.index(t) for t in treated]
+    if isinstance(treated, (int, np.integer)):
+        if not 1 <= treated < len(panel.locations):
+            raise LiftInputError(
+                f"cannot draw {treated} treated location(s) from {len(panel.locations)} complete "
+                "locations: at least one must stay a control")
+        sets = [[str(v) for v in rng.choice(panel.locations, int(treated), replace=False)]
+                for _ in starts]
+    else:
+        missing = [t for t in treated if t not in panel.locations]
+        if missing:
+            raise LiftInputError(
+                f"treated location(s) unknown or with missing values: {', '.join(missing)}")
+        sets = [list(treated)] * len(starts)
     total = len(starts) * len(effect_sizes)
     done = 0
     out = []
     for effect in effect_sizes:
         detected = 0
         lifts = []
-        for s in starts:
+        for s, names in zip(starts, sets):
             win = panel.window(s, s + pre_periods + test_length)
+            rows = [win.locations.index(t) for t in names]
             values = win.values.copy()
             values[np.ix_(rows, np.arange(pre_periods, pre_periods + test_length))] *= 1.0 + effect
             res = synthetic_control(
-                GeoPanel(win.locations, win.periods, values), treated, win.periods[pre_periods],
+                GeoPanel(win.locations, win.periods, values), names, win.periods[pre_periods],
                 permutations=permutations, alpha=alpha, rng=rng, stat=stat,
-                permutation=permutation, interval=False)
+                permutation=permutation, interval=False, contrast=contrast)
             lifts.append(res.lift)
             same_sign = effect == 0 or np.sign(res.lift) == np.sign(effect)
             detected += bool(res.p_value < alpha and same_sign)
@@ -98,7 +117,7 @@ def power_analysis(panel: GeoPanel, treated: Sequence[str], effect_sizes: Sequen
     return out
 
 
-def minimum_detectable_effect(panel: GeoPanel, treated: Sequence[str], test_length: int, *,
+def minimum_detectable_effect(panel: GeoPanel, treated: Sequence[str] | int, test_length: int, *,
                               effect_sizes: Sequence[float] = (0.01, 0.02, 0.03, 0.05, 0.075, 0.1,
                                                                0.15, 0.2, 0.3),
                               target_power: float = 0.8, **kwargs: object) -> tuple[float | None,

@@ -11,8 +11,10 @@ we act on it). Three tables:
 * `batches` - a batch is formed and committed (id, exact gzip body, item count) BEFORE it is
   sent. A crash mid-send therefore resends the very same bytes under the same batch id, which the
   cloud recognises as a duplicate: nothing is applied twice. States: `pending` -> `acked` (items
-  deleted, row kept `keep_acked_days` for audit) or `poison` (rejected by the cloud as invalid;
-  items kept, error recorded, never retried automatically).
+  deleted, row kept `keep_acked_days` for audit), `poison` (rejected by the cloud as invalid;
+  items kept, error recorded, never retried automatically) or `split` (refused as too large, HTTP
+  413: its items were shared out to two new pending batches of half the size each, in the same
+  transaction; the row is kept for audit).
 * `meta` - the export watermark (the first hour not yet enqueued) and counters.
 
 Enqueueing a range and advancing the watermark happen in one transaction, so an hour is enqueued
@@ -165,6 +167,46 @@ class UploadOutbox:
             n = db.execute("DELETE FROM items WHERE batch_id = ?", (batch_id,)).rowcount
             self._add("acked_items", n)
 
+    def split(self, batch_id: str, encode: Callable[[str, list[Item]], bytes], error: str) -> list[Batch]:
+        """Replace a pending batch the cloud refused as too large by two batches of half its items each.
+
+        In one transaction: the items are shared out in order (the first half keeps the batch's
+        place at the head of the line), each half is encoded and committed under a new id, and the
+        old batch is kept as `split` with `error` for audit. A batch the cloud refused was not
+        applied, and the cloud's upserts are keyed by the rows' natural keys, so sending its items
+        under new ids delivers each once. Returns the new batches; [] if the batch has fewer than 2
+        items or is not pending.
+        """
+        with self._transaction() as db:
+            row = db.execute("SELECT created_at FROM batches WHERE batch_id = ? AND state = 'pending'",
+                             (batch_id,)).fetchone()
+            if row is None:
+                return []
+            picked = db.execute("SELECT id, kind, key, payload FROM items WHERE batch_id = ? ORDER BY id",
+                                (batch_id,)).fetchall()
+            if len(picked) < 2:
+                return []
+            created_at = row[0]
+            half = (len(picked) + 1) // 2
+            out = []
+            for n, part in enumerate((picked[:half], picked[half:])):
+                new_id = uuid.uuid4().hex
+                items = [Item(kind, key, json.loads(payload)) for _, kind, key, payload in part]
+                body = encode(new_id, items)
+                # the halves keep the refused batch's place: before any batch formed after it
+                db.execute("INSERT INTO batches (batch_id, created_at, body, items) VALUES (?, ?, ?, ?)",
+                           (new_id, created_at + n * 1e-6, body, len(items)))
+                db.executemany("UPDATE items SET batch_id = ? WHERE id = ?", [(new_id, r[0]) for r in part])
+                out.append(Batch(new_id, body, len(items), 0))
+            db.execute("UPDATE batches SET state = 'split', last_error = ?, attempts = attempts + 1"
+                       " WHERE batch_id = ?", (error, batch_id))
+            self._add("splits", 1)
+        return out
+
+    def batch_items(self, batch_id: str) -> list[Item]:
+        return [Item(kind, key, json.loads(payload)) for kind, key, payload in self._db.execute(
+            "SELECT kind, key, payload FROM items WHERE batch_id = ? ORDER BY id", (batch_id,))]
+
     def poison(self, batch_id: str, error: str) -> None:
         """The cloud refused the batch as invalid: keep it and its items for a human, stop sending it."""
         self._db.execute("UPDATE batches SET state = 'poison', last_error = ?, attempts = attempts + 1"
@@ -175,8 +217,10 @@ class UploadOutbox:
         return self._db.execute("UPDATE batches SET state = 'pending' WHERE state = 'poison'").rowcount
 
     def prune(self, older_than_s: float) -> int:
-        return self._db.execute("DELETE FROM batches WHERE state = 'acked' AND acked_at < ?",
-                                (time.time() - older_than_s,)).rowcount
+        """Forget acknowledged batches, and split ones (whose items live on in their halves), older than that."""
+        cutoff = time.time() - older_than_s
+        return self._db.execute("DELETE FROM batches WHERE (state = 'acked' AND acked_at < ?)"
+                                " OR (state = 'split' AND created_at < ?)", (cutoff, cutoff)).rowcount
 
     def batches(self, state: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT batch_id, created_at, items, state, attempts, last_error, acked_at FROM batches"
@@ -192,7 +236,8 @@ class UploadOutbox:
         counts = dict(self._db.execute("SELECT state, count(*) FROM batches GROUP BY state").fetchall())
         return {"watermark": self.watermark, "pending_items": self.pending_items(),
                 "pending_batches": counts.get("pending", 0), "poison_batches": counts.get("poison", 0),
-                "acked_batches": counts.get("acked", 0), "enqueued": self.get("enqueued", 0),
+                "acked_batches": counts.get("acked", 0), "split_batches": counts.get("split", 0),
+                "enqueued": self.get("enqueued", 0),
                 "acked_items": self.get("acked_items", 0), "suppressed": self.get("suppressed", 0)}
 
     def close(self) -> None:

@@ -9,7 +9,10 @@ jitter (`edge.backoff.Backoff`):
 * connection errors, timeouts, 5xx, 409 (a concurrent upload of the same batch) and 429: retry;
 * 401 / 403 (store unknown or key not registered): retry at the capped delay and log an error -
   the fault is the store's registration, not the batch, so the backlog is kept intact;
-* any other 4xx (400, 413, 422 ...): the batch is *poison* - marked so, its error logged and kept
+* 413 (payload too large): the batch is split in two halves, sent next, and so on down to single
+  items (`UploadOutbox.split`), so one oversized batch costs log2(size) extra requests; a single
+  item the cloud still refuses is poison, with a reason naming it;
+* any other 4xx (400, 422 ...): the batch is *poison* - marked so, its error logged and kept
   with its items in the outbox for a human (`UploadOutbox.retry_poisoned`), and the next batch goes.
 Only a 2xx acknowledges a batch.
 """
@@ -48,7 +51,7 @@ EXPORT_CHUNK_HOURS = 24
 @dataclass(frozen=True, slots=True)
 class SendResult:
     batch_id: str
-    outcome: str          # acked, duplicate, retry, poison
+    outcome: str          # acked, duplicate, retry, split, poison
     status: int | None
     detail: str = ""
 
@@ -226,8 +229,25 @@ class Uploader:
         if status in (409, 429, 401, 403) or status >= 500:
             self.outbox.attempted(batch.batch_id, detail)
             return SendResult(batch.batch_id, "retry", status, detail)
+        if status == 413:
+            return self._too_large(batch.batch_id, batch.items, len(batch.body), detail)
         self.outbox.poison(batch.batch_id, detail)
         return SendResult(batch.batch_id, "poison", status, detail)
+
+    def _too_large(self, batch_id: str, items: int, size: int, detail: str) -> SendResult:
+        """413: halve the batch (its halves go next), or poison it when it is a single item."""
+        if items > 1:
+            halves = self.outbox.split(batch_id, self.encode, f"{detail} ({items} items, {size} bytes): split")
+            if halves:
+                return SendResult(batch_id, "split", 413,
+                                  f"{items} items in {size} bytes too large for the cloud: split into "
+                                  f"{' + '.join(str(h.items) for h in halves)} items")
+        what = ", ".join(f"{i.kind} {i.key}" for i in self.outbox.batch_items(batch_id)) or "its item"
+        reason = (f"a single item too large for the cloud ({what}: {size} bytes compressed, signed); "
+                  f"it cannot be split further - raise the cloud's max_body_bytes and "
+                  f"`omnisense upload retry-poisoned`. {detail}")
+        self.outbox.poison(batch_id, reason)
+        return SendResult(batch_id, "poison", 413, reason)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Export and send until `stop` is set."""
@@ -252,6 +272,9 @@ class Uploader:
             if result.outcome in ("acked", "duplicate"):
                 self.backoff.reset()
                 log.debug("batch %s %s", result.batch_id, result.outcome)
+                continue
+            if result.outcome == "split":
+                log.warning("batch %s: %s", result.batch_id, result.detail)
                 continue
             if result.outcome == "poison":
                 log.error("batch %s refused by the cloud and set aside (poison): %s", result.batch_id, result.detail)
