@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 TOPIC_ROOT = "omnisense/v1"
 SCHEMA_VERSION = 1
@@ -159,6 +159,8 @@ class NodeStatus(_Payload):
 
 
 Point = tuple[float, float]
+_NUMBER = r"\s*-?\d+(?:\.\d+)?\s*"
+_LINE_RE = re.compile(rf"^\s*(?:[xXyY]\s*={_NUMBER}|{_NUMBER},{_NUMBER},{_NUMBER},{_NUMBER})$")
 
 
 class CameraPlacement(BaseModel):
@@ -170,6 +172,21 @@ class CameraPlacement(BaseModel):
     flip: bool = Field(False, description="Count 'in' towards the negative side of the line.")
     zones: dict[Identifier, list[Point]] = Field(default_factory=dict,
                                                  description="Named polygons (at least 3 points) for people-in-zone counts.")
+
+    @field_validator("line")
+    @classmethod
+    def _line(cls, value: str) -> str:
+        if not _LINE_RE.match(value):
+            raise ValueError(f"expected x=NUMBER, y=NUMBER or X1,Y1,X2,Y2, got {value!r}")
+        return value.replace(" ", "")
+
+    @field_validator("zones")
+    @classmethod
+    def _polygons(cls, value: dict[str, list[Point]]) -> dict[str, list[Point]]:
+        for name, points in value.items():
+            if len(points) < 3:
+                raise ValueError(f"zone {name!r} needs at least 3 points, got {len(points)}")
+        return value
 
 
 class RadioCalibration(BaseModel):

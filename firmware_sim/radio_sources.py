@@ -1,6 +1,7 @@
 """Node sources that run the real radio adapters on the simulator's hardware stand-ins.
 
-`sim_ble` is the BLE source with a `SimBleakScanner` in place of `BleakScanner`; `sim_wifi` the
+`sim_ble` is the BLE source with a `SimBleakScanner` in place of `BleakScanner` (with `reference`
+set, it also plays a calibration beacon held near the node: `firmware_sim.reference_beacon`); `sim_wifi` the
 Wi-Fi source with a `SimMonitorSocket` in place of the monitor-mode socket. Everything after the
 hardware — decoding, linking, anonymizing, zone state, publishing — is the production code. The
 sources of one process that simulate the same store share one `World` and `RadioFeed`, so every
@@ -18,8 +19,9 @@ from pydantic import AwareDatetime, Field
 from edge.protocol import Identifier
 from edge.radio.ble_source import BleOptions, BleSource
 from edge.radio.wifi_source import WifiOptions, WifiSource
-from edge.settings import ConfigModel
+from edge.settings import ConfigError, ConfigModel
 from firmware_sim.plan import default_start, load_plan
+from firmware_sim.reference_beacon import ReferenceBeacon, ReferenceOptions, ReferenceScanner
 from firmware_sim.sources import RadioFeed, SimBleakScanner, SimClock, SimMonitorSocket
 from firmware_sim.world import World
 
@@ -54,6 +56,8 @@ def feed_for(sim: SimRadio) -> tuple[RadioFeed, SimClock]:
 
 class SimBleOptions(BleOptions):
     sim: SimRadio
+    reference: ReferenceOptions | None = Field(
+        None, description="Also play a calibration reference held near this node (omnisense provision calibrate).")
 
 
 class SimBleSource(BleSource):
@@ -64,8 +68,16 @@ class SimBleSource(BleSource):
         start = clock.start
         holder: list[SimBleakScanner] = []
 
+        try:
+            self.reference = ReferenceBeacon(feed.world, options.sim.node, options.reference) if options.reference else None
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+
         def scanner(callback: object) -> SimBleakScanner:
-            holder[:] = [SimBleakScanner(feed, options.sim.node, callback, clock)]  # type: ignore[arg-type]
+            if self.reference is None:
+                holder[:] = [SimBleakScanner(feed, options.sim.node, callback, clock)]  # type: ignore[arg-type]
+            else:
+                holder[:] = [ReferenceScanner(feed, options.sim.node, callback, clock, reference=self.reference)]
             return holder[0]
 
         def now() -> float:

@@ -2,6 +2,10 @@
 
 The hourly tables are read as `gateway.aggregates.refresh` left them; visits are rebuilt from the
 stored events per request, so they always follow the current rules. Times are UTC.
+
+Roles: marketers read all three. Installers may read the hourly footfall too, to check after
+placing the counting camera that entries and exits look right; zones and visits (movement of
+pseudonymous phones) stay with the marketer.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from edge.protocol import Identifier
 from gateway.aggregates import FOOTFALL, ZONES, AggregateSettings, load_visits
+from gateway.roles import Role, requires
 from gateway.store import reader
 from gateway.visits import Resolver
 
@@ -95,6 +100,14 @@ def _range_error(detail: str) -> HTTPException:
     return HTTPException(422, detail=[{"loc": ["query", "until"], "msg": detail, "type": "value_error"}])
 
 
+def _day_before(end: datetime) -> datetime:
+    """The default start of a visits range; the earliest time there is for an `until` in the year 1."""
+    try:
+        return end - DEFAULT_VISIT_RANGE
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC)
+
+
 def _bounds(since: datetime | None, until: datetime | None) -> tuple[float | None, float | None]:
     if since is not None and until is not None and since >= until:
         raise _range_error(f"until ({until.isoformat()}) must be later than since ({since.isoformat()})")
@@ -139,7 +152,8 @@ def aggregates_router(db_path: Path, settings: AggregateSettings | None = None,
 
     @router.get("/api/footfall/hourly", response_model=list[FootfallHour],
                 summary="Store footfall per UTC hour: entries, exits, occupancy, walk-ins, walk-bys, dwell",
-                responses={200: {"content": {"text/csv": {}}}})
+                responses={200: {"content": {"text/csv": {}}}},
+                dependencies=[requires(Role.MARKETER, Role.INSTALLER)])
     def footfall(db: sqlite_utils.Database = db_dependency, since: Since = None, until: Until = None,
                  format: Format = "json") -> Any:
         a, b = _bounds(since, until)
@@ -148,7 +162,7 @@ def aggregates_router(db_path: Path, settings: AggregateSettings | None = None,
 
     @router.get("/api/zones/hourly", response_model=list[ZoneHour],
                 summary="Per zone and UTC hour: people seen by cameras, phones, visits and dwell",
-                responses={200: {"content": {"text/csv": {}}}})
+                responses={200: {"content": {"text/csv": {}}}}, dependencies=[requires(Role.MARKETER)])
     def zones(db: sqlite_utils.Database = db_dependency,
               zone: Annotated[Identifier | None, Query(description="Only this zone")] = None,
               since: Since = None, until: Until = None, format: Format = "json") -> Any:
@@ -157,11 +171,12 @@ def aggregates_router(db_path: Path, settings: AggregateSettings | None = None,
         return _csv(rows, ZoneHour, "zones-hourly") if format == "csv" else rows
 
     @router.get("/api/visits", response_model=list[VisitView],
-                summary="Store visits that arrived in a range (default: the last 24 h), oldest first")
+                summary="Store visits that arrived in a range (default: the last 24 h), oldest first",
+                dependencies=[requires(Role.MARKETER)])
     def visits(db: sqlite_utils.Database = db_dependency, since: Since = None, until: Until = None,
                limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[VisitView]:
         end = until or datetime.now(UTC)
-        start = since or end - DEFAULT_VISIT_RANGE
+        start = since or _day_before(end)
         _bounds(start, end)
         if end - start > MAX_VISIT_RANGE:
             days = (end - start).total_seconds() / 86400

@@ -1,4 +1,7 @@
-"""The gateway's HTTP API (FastAPI): health, nodes, events, dead letters. OpenAPI at /docs."""
+"""The gateway's HTTP API (FastAPI): health, nodes, events, dead letters. OpenAPI at /docs.
+
+Every endpoint names the roles it accepts (`gateway.roles`); only the liveness check is public.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import sqlite_utils
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import AwareDatetime, BaseModel
 
+from gateway.roles import Authenticator, Role, amend_openapi, document_roles, public, requires
 from gateway.store import event_rows, node_rows, open_db
 
 
@@ -86,21 +90,40 @@ def _when(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
-def create_app(db_path: Path, health: Callable[[], Health], routers: Sequence[APIRouter] = ()) -> FastAPI:
+def _unparsable_body(path: str, method: str, operation: dict[str, Any]) -> None:
+    """FastAPI answers a body it cannot decode (not UTF-8, say) with a 400 before validation: say so."""
+    if "requestBody" in operation:
+        operation["responses"].setdefault("400", {
+            "description": "The body could not be parsed.",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPError"}}}})
+
+
+def create_app(db_path: Path, health: Callable[[], Health], routers: Sequence[APIRouter] = (), *,
+               auth: Authenticator) -> FastAPI:
+    """`auth` checks every request's credential against the roles its endpoint accepts."""
     app = FastAPI(
         title="omnisense gateway",
         version="1",
         description="Store gateway: events received from the store's nodes over MQTT, node status and "
-        "dead letters. Times are UTC.",
+        "dead letters. Times are UTC.\n\nRoles: installers and marketers send an API token "
+        "(`omnisense access create`), app installs their install token, both as `Authorization: Bearer`; "
+        "nodes send HTTP Basic with their node id and MQTT password. Each operation lists the roles it "
+        "accepts in `x-roles`.",
     )
 
     app.state.db_path = db_path
+    app.state.auth = auth
+    document_roles(app)
+    amend_openapi(app, _unparsable_body)
+    installer = APIRouter(tags=["installer"], dependencies=[requires(Role.INSTALLER)])
 
-    @app.get("/healthz", response_model=Health, summary="Is the gateway up, connected and keeping up?")
+    @app.get("/healthz", response_model=Health, summary="Is the gateway up, connected and keeping up?",
+             description="Liveness for load balancers and the installer's first check; says nothing about the "
+                         "store's data.", openapi_extra=public())
     def healthz() -> Health:
         return health()
 
-    @app.get("/api/nodes", response_model=list[NodeView], summary="Every node seen or configured, with counters")
+    @installer.get("/api/nodes", response_model=list[NodeView], summary="Every node seen or configured, with counters")
     def nodes(db: Db) -> list[NodeView]:
         views = []
         for row in node_rows(db):
@@ -108,13 +131,14 @@ def create_app(db_path: Path, health: Callable[[], Health], routers: Sequence[AP
             views.append(NodeView.model_validate({k: row.get(k) for k in NodeView.model_fields}))
         return views
 
-    @app.get("/api/events", response_model=list[EventView], summary="Stored events, oldest first")
+    @installer.get("/api/events", response_model=list[EventView], summary="Stored events, oldest first")
     def events(
         db: Db,
         since: Annotated[AwareDatetime | None, Query(description="Only events produced at or after this time")] = None,
         node: Annotated[str | None, Query(description="Only this node's events")] = None,
         kind: Annotated[Literal["presence", "counts", "radio", "test"] | None, Query(description="Only this kind")] = None,
-        after_id: Annotated[int | None, Query(description="Page on: only ids above this")] = None,
+        after_id: Annotated[int | None, Query(description="Page on: only ids above this",
+                                              ge=-(2**63), le=2**63 - 1)] = None,  # SQLite's integers
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     ) -> list[EventView]:
         rows = event_rows(db, since.timestamp() if since else None, node, kind, limit, after_id)
@@ -122,14 +146,14 @@ def create_app(db_path: Path, health: Callable[[], Health], routers: Sequence[AP
             row["ts"], row["received_at"] = _when(row["ts"]), _when(row["received_at"])
         return [EventView.model_validate(row) for row in rows]
 
-    @app.get("/api/dead-letters", response_model=list[DeadLetterView], summary="Rejected messages, newest first")
+    @installer.get("/api/dead-letters", response_model=list[DeadLetterView], summary="Rejected messages, newest first")
     def dead_letters(db: Db, code: str | None = None,
                      limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[DeadLetterView]:
         where = "WHERE code = ?" if code else ""
         rows = db.query(f"SELECT * FROM dead_letters {where} ORDER BY id DESC LIMIT ?", [*([code] if code else []), limit])
         return [DeadLetterView.model_validate({**r, "received_at": _when(r["received_at"])}) for r in rows]
 
-    @app.get("/api/stats", response_model=Stats, summary="Totals over the whole database")
+    @installer.get("/api/stats", response_model=Stats, summary="Totals over the whole database")
     def stats(db: Db) -> Stats:
         totals = next(db.query("SELECT count(*) AS nodes, coalesce(sum(duplicates), 0) AS duplicates FROM nodes"))
         by_code = {r["code"]: r["n"] for r in db.query("SELECT code, count(*) AS n FROM dead_letters GROUP BY code")}
@@ -138,6 +162,7 @@ def create_app(db_path: Path, health: Callable[[], Health], routers: Sequence[AP
         return Stats(events=events, nodes=totals["nodes"], duplicates=totals["duplicates"],
                      dead_letters=by_code, gaps=missing)
 
+    app.include_router(installer)
     for router in routers:
         app.include_router(router)
     return app

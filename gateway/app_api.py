@@ -1,7 +1,8 @@
 """The app's side of the gateway API: register with consent, withdraw, receive offers live, redeem.
 
 Every endpoint but registration takes the install's bearer token (`Authorization: Bearer ...`,
-or `?token=` on the WebSocket, which browsers cannot give headers). Consent must be given as the
+checked as the `app` role by `gateway.roles`, or `?token=` on the WebSocket, which browsers cannot
+give headers). Registration is public: the explicit consent is what it asks for. Consent must be given as the
 literal `true`: an absent or false consent is a 422 that says so, and nothing is stored.
 (No `from __future__ import annotations` here: FastAPI must see the dependencies defined inside
 `app_router` when it reads the endpoints' annotations.)
@@ -17,8 +18,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import (
     APIRouter,
-    Depends,
-    Header,
     HTTPException,
     Query,
     WebSocket,
@@ -31,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from gateway.installs import InstallRegistry
 from gateway.push.webpush import WebPushSubscription
 from gateway.push_hub import CLOSE, PushHub
+from gateway.roles import HTTPError, Principal, Role, public, requires
 
 SEGMENT = r"^[A-Za-z0-9_-]{1,64}$"
 SSE_KEEPALIVE_S = 15.0
@@ -62,7 +62,9 @@ class RegisterRequest(BaseModel):
     x25519_public_key: str | None = Field(
         None, description="Base64 X25519 public key of the app: the identity key is then agreed as Eddystone-EID "
                           "does and never sent. Without it the gateway issues the key.")
-    beacon_time: int | None = Field(None, ge=0, description="The app's EID clock in seconds, if not Unix time.")
+    beacon_time: int | None = Field(None, ge=0, le=2**32 - 1,
+                                    description="The app's EID clock in seconds, if not Unix time (32 bits, as "
+                                                "Eddystone-EID counts).")
     push: PushTarget | None = None
 
     @field_validator("x25519_public_key")
@@ -96,20 +98,12 @@ def app_router(registry: InstallRegistry, hub: PushHub,
     """`redeem(install_id, decision_id)` records a redemption; None when no such offer was sent to it."""
     router = APIRouter(prefix="/api/app", tags=["app"])
 
-    def install_of(authorization: Annotated[str | None, Header()] = None) -> str:
-        if not authorization or not authorization.lower().startswith("bearer "):
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "send the install's token as 'Authorization: Bearer ...'",
-                                headers={"WWW-Authenticate": "Bearer"})
-        install_id = registry.authenticate(authorization[7:].strip())
-        if install_id is None:
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown token, or consent was withdrawn",
-                                headers={"WWW-Authenticate": "Bearer"})
-        return install_id
-
-    Install = Annotated[str, Depends(install_of)]
+    Install = Annotated[Principal, requires(Role.APP)]  # .subject is the install id
 
     @router.post("/installs", status_code=201, response_model=RegisterResponse,
-                 summary="Register an app install that consents to proximity offers")
+                 summary="Register an app install that consents to proximity offers",
+                 description="Public: an install has no credential before this call; the explicit consent in "
+                             "the body is what it takes.", openapi_extra=public())
     def register(body: RegisterRequest) -> RegisterResponse:
         key = base64.b64decode(body.x25519_public_key) if body.x25519_public_key else None
         reg = registry.register(body.segments, key, body.beacon_time,
@@ -121,17 +115,18 @@ def app_router(registry: InstallRegistry, hub: PushHub,
         )
 
     @router.delete("/installs/me", status_code=204, summary="Withdraw consent: keys deleted, no further push")
-    def withdraw(install_id: Install) -> None:
-        registry.withdraw(install_id)
-        hub.close(install_id)
+    def withdraw(install: Install) -> None:
+        registry.withdraw(install.subject)
+        hub.close(install.subject)
 
     @router.put("/installs/me/push", status_code=204, summary="Set or clear the background push target")
-    def set_push(install_id: Install, target: PushTarget | None = None) -> None:
-        registry.set_push(install_id, target.model_dump(exclude_none=True) if target else None)
+    def set_push(install: Install, target: PushTarget | None = None) -> None:
+        registry.set_push(install.subject, target.model_dump(exclude_none=True) if target else None)
 
-    @router.post("/offers/{decision_id}/redeem", response_model=Redemption, summary="Redeem an offer that was sent")
-    def redeem_offer(decision_id: str, install_id: Install) -> Redemption:
-        done = redeem(install_id, decision_id)
+    @router.post("/offers/{decision_id}/redeem", response_model=Redemption, summary="Redeem an offer that was sent",
+                 responses={404: {"model": HTTPError, "description": "No such offer was sent to this install."}})
+    def redeem_offer(decision_id: str, install: Install) -> Redemption:
+        done = redeem(install.subject, decision_id)
         if done is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no offer {decision_id!r} was sent to this install")
         return done
@@ -172,7 +167,8 @@ def app_router(registry: InstallRegistry, hub: PushHub,
 
     @router.get("/stream", summary="Offers as Server-Sent Events (fallback where WebSockets are blocked)",
                 response_class=StreamingResponse)
-    async def offers_sse(install_id: Install) -> StreamingResponse:
+    async def offers_sse(install: Install) -> StreamingResponse:
+        install_id = install.subject
         queue = hub.connect(install_id)
 
         async def events() -> AsyncIterator[bytes]:

@@ -1,5 +1,6 @@
-"""Brokers the store can run: Mosquitto (production, tests) from the shipped configuration, and an
-embedded amqtt broker for the zero-install demo."""
+"""Brokers the store can run: Mosquitto from a configuration generated for the store (production:
+TLS, passwords, ACL; see gateway.broker_setup) or from the shipped anonymous development
+configuration (tests, benchmarks), and an embedded amqtt broker for the zero-install demo."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.broker_setup import BrokerFiles
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 MOSQUITTO_CONF = CONFIG_DIR / "mosquitto.conf"
@@ -43,14 +48,20 @@ def find_mosquitto() -> str | None:
     return shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None)
 
 
+def _require_mosquitto(binary: str | None) -> str:
+    found = binary or find_mosquitto()
+    if found is None:
+        raise FileNotFoundError("the mosquitto binary is missing: install it with 'sudo apt-get install -y mosquitto'")
+    return found
+
+
 class MosquittoProcess:
     """A private Mosquitto on a free port, running the shipped configuration, as a child process."""
 
+    host = "127.0.0.1"
+
     def __init__(self, workdir: Path, binary: str | None = None) -> None:
-        found = binary or find_mosquitto()
-        if found is None:
-            raise FileNotFoundError("the mosquitto binary is missing: install it with 'sudo apt-get install -y mosquitto'")
-        self.binary = found
+        self.binary = _require_mosquitto(binary)
         self.port = free_port()
         self.data_dir = workdir / "mosquitto"
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -75,14 +86,40 @@ class MosquittoProcess:
     def _accepting(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-2000:]}")
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+        with socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET) as sock:
+            return sock.connect_ex((self.host, self.port)) == 0
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(15)
         self.proc = None
+
+
+class GeneratedMosquitto(MosquittoProcess):
+    """Mosquitto running a directory written by `gateway.broker_setup.generate` (TLS on its port).
+
+    The caller picks the port when generating; start() returns once the TLS port accepts TCP.
+    """
+
+    def __init__(self, files: BrokerFiles, binary: str | None = None) -> None:
+        self.binary = _require_mosquitto(binary)
+        self.files = files
+        self.port = files.port
+        self.host = "127.0.0.1" if files.bind == "0.0.0.0" else "::1" if files.bind == "::" else files.bind
+        self.data_dir = files.data_dir
+        self.conf = files.conf
+        self.log = files.directory / "mosquitto.log"
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"mqtts://{host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
 
 
 class EmbeddedBroker:

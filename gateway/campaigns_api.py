@@ -2,7 +2,7 @@
 
 A replaced campaign set is validated by the same model as the YAML file (a bad one is a 422 naming
 the field), applied to the running engine at once (caps carry over: they live in the ledger), and
-written back to the campaigns file when there is one, so it survives a restart.
+written back to the campaigns file when there is one, so it survives a restart. Marketers only.
 """
 
 import os
@@ -16,13 +16,14 @@ from fastapi import APIRouter, Depends, Query
 
 from gateway.campaigns import CampaignsFile
 from gateway.offers import OfferEngine, Reason
+from gateway.roles import Role, requires
 from gateway.store import reader
 
 
 def campaigns_router(db_path: Path, engine: OfferEngine, path: Path | None,
                      lock: Callable[[], Any]) -> APIRouter:
     """`lock()` is a context manager that keeps the engine from deciding while campaigns are swapped."""
-    router = APIRouter(prefix="/api", tags=["campaigns"])
+    router = APIRouter(prefix="/api", tags=["campaigns"], dependencies=[requires(Role.MARKETER)])
 
     Db = Annotated[sqlite_utils.Database, Depends(reader(db_path))]
 

@@ -18,6 +18,25 @@ ENV_PREFIX = "OMNISENSE_GATEWAY"
 class ApiSettings(ConfigModel):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535, description="0 picks a free port.")
+    cert_file: Path | None = Field(None, description="Serve HTTPS with this certificate (PEM); default: the broker's "
+                                                     "server.pem when provisioning.broker_dir is set, else plain HTTP.")
+    key_file: Path | None = Field(None, description="The certificate's private key (PEM).")
+
+    @model_validator(mode="after")
+    def _pair(self) -> ApiSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give both cert_file and key_file, or neither")
+        return self
+
+
+class ProvisioningSettings(ConfigModel):
+    broker_dir: Path | None = Field(None, description="What 'omnisense broker config' wrote (CA, password file, ACL). "
+                                                      "None: nodes cannot be claimed.")
+    node_mqtt_url: str | None = Field(None, description="The broker as claimed nodes reach it, e.g. "
+                                                        "mqtts://gateway.local:8883; default: this gateway's mqtt.url.")
+    public_url: str | None = Field(None, description="This gateway's API as nodes reach it (in claim codes), e.g. "
+                                                     "https://gateway.local:8443; default: from api.host and api.port.")
+    heartbeat_s: float = Field(30.0, gt=0, description="The nodes' status interval: 3 missed heartbeats is offline.")
 
 
 class IngestSettings(ConfigModel):
@@ -43,6 +62,7 @@ class GatewayConfig(ConfigModel):
     eid_rotation_exponent: int = Field(10, ge=0, le=15, description="App installs' EIDs change every 2^K s.")
     fusion: FusionRules = FusionRules()
     push: PushSettings = PushSettings()
+    provisioning: ProvisioningSettings = ProvisioningSettings()
     timezone: str | None = Field(None, description="The store's IANA timezone (e.g. Europe/Berlin): when its day, "
                                                    "and so the daily salt, changes. Default: this machine's.")
 

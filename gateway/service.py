@@ -14,6 +14,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -26,7 +27,9 @@ from gateway.aggregates_api import aggregates_router
 from gateway.api import Health, create_app
 from gateway.app_api import Redemption, app_router
 from gateway.campaigns import CampaignsFile, load_campaigns
+from gateway.broker_setup import BrokerAuth
 from gateway.campaigns_api import campaigns_router
+from gateway.claims import ClaimTokens
 from gateway.config import GatewayConfig
 from gateway.eid_resolver import EidResolver
 from gateway.fusion import Fusion
@@ -39,11 +42,19 @@ from gateway.push.base import PushMessage
 from gateway.push.config import build_adapters
 from gateway.push.webpush import WebPushSubscription
 from gateway.push_hub import PushHub
+from gateway.install_api import InstallContext, installer_router, node_router, provision_router
+from gateway.node_directory import NodeDirectory, remote_config
+from gateway.provisioning import Provisioner, read_ca
+from gateway.roles import ApiTokens, Authenticator
 from gateway.salt import DailySalt, local_today
 from gateway.store import Accepted, EventStore, open_db
 from gateway.visits import resolving_app_ids
 
 log = logging.getLogger(__name__)
+
+# On stop, requests in progress get this long. Without a bound, one idle TLS client that does not
+# answer the close_notify holds the shutdown for asyncio's 30 s SSL shutdown timeout.
+GRACEFUL_SHUTDOWN_S = 5.0
 
 
 class _ApiServer(uvicorn.Server):
@@ -79,6 +90,8 @@ class Gateway:
         self.aggregate_every_s = 60.0
         self.store = EventStore(config.db_path)
         self.registry = InstallRegistry(config.db_path, EidResolver(), config.eid_rotation_exponent)
+        self.api_tokens = ApiTokens(config.db_path)
+        self.auth = Authenticator(self.api_tokens, self.registry, node_password_ok=None)
         self.ledger = SqliteLedger(config.db_path)
         campaigns = (load_campaigns(config.campaigns) if config.campaigns
                      else CampaignsFile(timezone=config.timezone or "UTC", campaigns=[]))
@@ -97,7 +110,13 @@ class Gateway:
                 user_commit(accepted)
 
         on_commit = committed
-        self.config_versions = self.store.register_nodes({n.node_id: n.zone for n in config.nodes})
+        self.directory = NodeDirectory(config.db_path, [(n.node_id, n.zone) for n in config.nodes])
+        self.claim_tokens = ClaimTokens(config.db_path, config.store_id)
+        broker_dir = config.provisioning.broker_dir
+        self.provisioner = Provisioner(self.claim_tokens, self.directory,
+                                       BrokerAuth.from_dir(broker_dir, config.store_id) if broker_dir else None,
+                                       publish_config=self._publish_node_config, clear_config=self._clear_node_config)
+        self.auth.node_password_ok = self.directory.password_ok
         self.link = MqttLink(
             config.mqtt,
             client_id=f"omnisense-gateway-{config.store_id}",
@@ -109,7 +128,7 @@ class Gateway:
             on_connect=self._publish_configs,
         )
         self.ingestor = Ingestor(
-            self.store, config.store_id, {n.node_id for n in config.nodes}, config.ingest.max_payload_bytes,
+            self.store, config.store_id, self.directory.known, config.ingest.max_payload_bytes,
             config.ingest.max_batch, config.ingest.queue_limit, ack=self.link.ack, on_commit=on_commit,
         )
         self.api_port: int | None = None
@@ -120,16 +139,28 @@ class Gateway:
         self.ingestor.submit(message)
 
     def _publish_configs(self) -> None:
-        """Write each known node's retained config (zone, version, today's salt); nodes apply it on (re)connect."""
+        """Write each live node's retained config (zone, placement, today's salt); nodes apply it on (re)connect."""
         day, salt = self.salt.current()
-        for node in self.config.nodes:
-            config = RemoteConfig(node_id=node.node_id, version=self.config_versions[node.node_id],
-                                  issued_at=protocol.utcnow(), zone=node.zone, salt=salt.hex(), salt_day=day)
-            try:
-                self.link.publish(protocol.topic(self.config.store_id, node.node_id, Channel.CONFIG),
-                                  protocol.encode(config), qos=1, retain=True, schema="omnisense.config/1")
-            except NotConnected:
+        for config in self.directory.remote_configs(day, salt):
+            if not self._publish_config(config):
                 return
+
+    def _publish_config(self, config: RemoteConfig) -> bool:
+        try:
+            self.link.publish(protocol.topic(self.config.store_id, config.node_id, Channel.CONFIG),
+                              protocol.encode(config), qos=1, retain=True, schema="omnisense.config/1")
+        except NotConnected:
+            return False  # every config is published again on the next connect
+        return True
+
+    def _publish_node_config(self, node_id: str) -> None:
+        day, salt = self.salt.current()
+        self._publish_config(remote_config(self.directory.get(node_id), day, salt))
+
+    def _clear_node_config(self, node_id: str) -> None:
+        """Remove a revoked node's retained config, and the day's salt in it, from the broker."""
+        with contextlib.suppress(NotConnected):
+            self.link.publish(protocol.topic(self.config.store_id, node_id, Channel.CONFIG), b"", qos=1, retain=True)
 
     async def _rotate_salt_daily(self) -> None:
         """At the start of each day, hand the nodes a new salt (their retained configs are rewritten)."""
@@ -138,7 +169,7 @@ class Gateway:
             if self.salt.changed() and self.link.connected.is_set():
                 await asyncio.to_thread(self._publish_configs)
                 log.info("store %s: daily salt of %s handed to %d nodes", self.config.store_id, self.salt.day,
-                         len(self.config.nodes))
+                         len(self.directory.known))
 
     def _push_in_background(self, install_id: str, target: dict[str, Any], message: dict[str, Any]) -> None:
         """From the ingest thread: send through FCM, APNs or Web Push on the API's loop, without waiting."""
@@ -175,10 +206,6 @@ class Gateway:
             await asyncio.sleep(0.01)
         ready.set()
 
-    @property
-    def _zone_of(self) -> dict[str, str | None]:
-        return {n.node_id: n.zone for n in self.config.nodes}
-
     async def _refresh_aggregates(self, stop: asyncio.Event) -> None:
         """Recompute the current and the previous hour's footfall every `aggregate_every_s`."""
         db = open_db(self.config.db_path)
@@ -191,7 +218,7 @@ class Gateway:
                     pass
                 now = time.time()
                 try:
-                    await asyncio.to_thread(refresh, db, self.config.store_id, now - 3600, now, None, self._zone_of,
+                    await asyncio.to_thread(refresh, db, self.config.store_id, now - 3600, now, None, self.directory.zone_of,
                                             resolving_app_ids(self.registry.resolve))
                 except Exception:
                     log.exception("hourly aggregates not refreshed; retrying in %.0f s", self.aggregate_every_s)
@@ -203,8 +230,27 @@ class Gateway:
         return None if when is None else Redemption(decision_id=decision_id, redeemed_at=when)
 
     @property
+    def tls(self) -> tuple[Path, Path] | None:
+        """The API's certificate and key: configured, or the broker's server certificate when provisioning."""
+        api, broker_dir = self.config.api, self.config.provisioning.broker_dir
+        if api.cert_file and api.key_file:
+            return api.cert_file, api.key_file
+        if broker_dir and (broker_dir / "server.pem").exists():
+            return broker_dir / "server.pem", broker_dir / "server.key"
+        return None
+
+    @property
     def url(self) -> str:
-        return f"http://{self.config.api.host}:{self.api_port}"
+        return f"{'https' if self.tls else 'http'}://{self.config.api.host}:{self.api_port}"
+
+    def _install_context(self) -> InstallContext:
+        settings = self.config.provisioning
+        return InstallContext(
+            store_id=self.config.store_id, directory=self.directory, tokens=self.claim_tokens,
+            provisioner=self.provisioner, db_path=self.config.db_path, publish_config=self._publish_node_config,
+            ca_pem=lambda: read_ca(settings.broker_dir),
+            node_mqtt_url=lambda: settings.node_mqtt_url or self.config.mqtt.url,
+            public_url=lambda: settings.public_url or self.url, heartbeat_s=settings.heartbeat_s)
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         _tune_gc()
@@ -214,13 +260,19 @@ class Gateway:
         self.api_port = sock.getsockname()[1]
         self._loop = asyncio.get_running_loop()
         redeem = self._redeem
+        install = self._install_context()
         app = create_app(self.config.db_path, self.health,
                          [app_router(self.registry, self.hub, redeem),
                           campaigns_router(self.config.db_path, self.proximity.engine, self.config.campaigns,
                                            lambda: self.proximity.lock),
-                          aggregates_router(self.config.db_path, zone_of=self._zone_of,
-                                            resolve=resolving_app_ids(self.registry.resolve))])
-        self._server = _ApiServer(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+                          aggregates_router(self.config.db_path, zone_of=self.directory.zone_of,
+                                            resolve=resolving_app_ids(self.registry.resolve)),
+                          provision_router(install), installer_router(install), node_router(install)],
+                         auth=self.auth)
+        tls = self.tls
+        self._server = _ApiServer(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, ssl_certfile=tls[0] if tls else None,
+                                                 ssl_keyfile=tls[1] if tls else None))
         self.ingestor.start()
         self.link.start()
         serving = asyncio.create_task(self._server.serve(sockets=[sock]))
@@ -245,4 +297,7 @@ class Gateway:
             await adapter.aclose()
         self.store.close()
         self.registry.close()
+        self.api_tokens.close()
+        self.claim_tokens.close()
+        self.directory.close()
         self.ledger.close()

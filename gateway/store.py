@@ -82,6 +82,9 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
             pk="node_id", defaults={"known": 0, "state": "unknown", "high_water": 0, "stored": 0,
                                     "duplicates": 0, "dead_letters": 0, "config_version": 0},
         )
+    for column in ("sources", "status_received_at"):  # added for the health checks; older files lack them
+        if column not in db["nodes"].columns_dict:
+            db["nodes"].add_column(column, str if column == "sources" else float)
     if "gaps" not in db.table_names():
         db["gaps"].create({"node_id": str, "first_seq": int, "last_seq": int}, pk=("node_id", "first_seq"))
     if "dead_letters" not in db.table_names():
@@ -105,21 +108,6 @@ class EventStore:
             self.trackers[row["node_id"]] = SeqTracker(row["high_water"] or 0)
         for row in self.db.query("SELECT node_id, first_seq, last_seq FROM gaps ORDER BY node_id, first_seq"):
             self.trackers.setdefault(row["node_id"], SeqTracker()).gaps.append((row["first_seq"], row["last_seq"]))
-
-    def register_nodes(self, nodes: dict[str, str | None]) -> dict[str, int]:
-        """Mark the configured nodes as known; bump a node's config version when its zone changed."""
-        versions = {}
-        self._conn.execute("UPDATE nodes SET known = 0")
-        for node_id, zone in nodes.items():
-            row = next(self.db["nodes"].rows_where("node_id = ?", [node_id]), None)
-            version = (row["config_version"] or 0) if row else 0
-            if row is None or row["zone"] != zone or version == 0:
-                version += 1
-            self.db["nodes"].upsert({"node_id": node_id, "known": 1, "zone": zone,
-                                     "config_version": version}, pk="node_id")
-            versions[node_id] = version
-            self.trackers.setdefault(node_id, SeqTracker())
-        return versions
 
     def write(self, accepted: list[Accepted], dead: list[DeadLetter], statuses: list[NodeStatus]) -> int:
         """Commit one batch in one transaction; returns how many events were new."""
@@ -169,13 +157,14 @@ class EventStore:
     def _write_status(self, status: NodeStatus, now: float) -> None:
         self._conn.execute(
             "INSERT INTO nodes (node_id, state, boot_id, last_seen, status_at, reported_last_seq, outbox_depth,"
-            " dropped, applied_config_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " dropped, applied_config_version, sources, status_received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT(node_id) DO UPDATE SET state = excluded.state, boot_id = excluded.boot_id,"
             " last_seen = excluded.last_seen, status_at = excluded.status_at,"
             " reported_last_seq = excluded.reported_last_seq, outbox_depth = excluded.outbox_depth,"
-            " dropped = excluded.dropped, applied_config_version = excluded.applied_config_version",
+            " dropped = excluded.dropped, applied_config_version = excluded.applied_config_version,"
+            " sources = excluded.sources, status_received_at = excluded.status_received_at",
             (status.node_id, status.state, status.boot_id, now, status.ts.timestamp(), status.last_seq,
-             status.outbox_depth, status.dropped, status.config_version),
+             status.outbox_depth, status.dropped, status.config_version, json.dumps(status.sources), now),
         )
 
     def _write_dead(self, dead: list[DeadLetter], now: float) -> None:

@@ -9,10 +9,14 @@ from typing import Annotated
 import typer
 
 from edge.settings import ConfigError, load_config
+from omnisense.access_cli import access_app
+from omnisense.broker_cli import broker_app
 from omnisense.cloud_cli import register as register_cloud
+from omnisense.install_cli import doctor, install_app
 from omnisense.lift_cli import lift_app
 from omnisense.lift_people_cli import register as register_people_lift
 from omnisense.lift_report_cli import register as register_lift_report
+from omnisense.provision_cli import provision_app
 from omnisense.radio_cli import radio_app
 from omnisense.runtime import err_console, setup_logging, stop_on_signals
 from omnisense.vision_cli import vision_app
@@ -81,9 +85,11 @@ def gateway(config: ConfigOption, log_level: LogLevel = "info") -> None:
         service = Gateway(settings)
         await service.run(stop)
 
+    from gateway.broker_setup import BrokerSetupError
+
     try:
         asyncio.run(main())
-    except OSError as err:
+    except (OSError, BrokerSetupError) as err:
         raise _fail(f"cannot start the gateway: {err}") from None
 
 
@@ -116,10 +122,15 @@ sim_app = typer.Typer(
     invoke_without_command=True, no_args_is_help=False)
 app.add_typer(sim_app, name="sim")
 app.add_typer(radio_app, name="radio")
+app.add_typer(provision_app, name="provision")
+app.add_typer(install_app, name="install")
+app.command("doctor")(doctor)
+app.add_typer(broker_app, name="broker")
 register_people_lift(lift_app)
 register_lift_report(lift_app)
 app.add_typer(lift_app, name="lift")
 app.add_typer(vision_app, name="vision")
+app.add_typer(access_app, name="access")
 register_cloud(app)
 DEFAULT_PLAN = Path(__file__).resolve().parents[1] / "config" / "store.example.yaml"
 

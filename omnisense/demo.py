@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import shutil
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from edge.settings import MqttSettings
 from edge.sources import build_sources
 from gateway.broker import EmbeddedBroker
 from gateway.config import ApiSettings, GatewayConfig, KnownNode
+from gateway.roles import Role
 from gateway.service import Gateway
 from gateway.store import node_rows, open_db
 
@@ -104,7 +106,10 @@ async def run_demo(settings: DemoSettings) -> bool:
     gateway_stop, ready = asyncio.Event(), asyncio.Event()
     gateway_task = asyncio.create_task(gateway.run(gateway_stop, ready))
     await ready.wait()
-    console.print(f"Gateway API: [bold]{gateway.url}[/]  (docs: {gateway.url}/docs, nodes: {gateway.url}/api/nodes)")
+    token = gateway.api_tokens.create(Role.INSTALLER, f"demo-{secrets.token_hex(3)}")
+    console.print(f"Gateway API: [bold]{gateway.url}[/]  (docs: {gateway.url}/docs)")
+    console.print(f"  nodes: curl -H 'Authorization: Bearer {token}' {gateway.url}/api/nodes", highlight=False,
+                  soft_wrap=True)
 
     nodes = []
     for i, node_id in enumerate(node_ids):

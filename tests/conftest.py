@@ -91,9 +91,12 @@ class Service:
 
 
 class GatewayProc(Service):
+    """`omnisense gateway` with an installer's and a marketer's API token made on its database."""
+
     def __init__(self, broker: Mosquitto, workdir: Path, nodes: list[str], **extra: Any) -> None:
         self.port = free_port()
         self.db_path = workdir / "gateway.db"
+        self.tokens: dict[str, str] = {}
         config = {"store_id": STORE, "db_path": str(self.db_path), "mqtt": {"url": broker.url},
                   "api": {"port": self.port}, "nodes": [{"node_id": n, "zone": "entrance"} for n in nodes], **extra}
         super().__init__("gateway", config, workdir, "gateway")
@@ -103,8 +106,13 @@ class GatewayProc(Service):
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        if not self.tokens:
+            self.tokens = api_tokens(self.db_path)
         super().start()
         wait_for(self._connected, 20, "the gateway to connect")
+
+    def headers(self, role: str = "installer") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}"}
 
     def _connected(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
@@ -114,14 +122,53 @@ class GatewayProc(Service):
         except httpx.HTTPError:
             return False
 
-    def get(self, path: str, **params: Any) -> Any:
-        response = httpx.get(self.url + path, params=params, timeout=10)
+    def get(self, path: str, as_role: str = "installer", **params: Any) -> Any:
+        response = httpx.get(self.url + path, params=params, headers=self.headers(as_role), timeout=10)
         response.raise_for_status()
         return response.json()
 
     def stored_rows(self) -> list[tuple[str, str, int]]:
         with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True) as db:
             return db.execute("SELECT node_id, boot_id, seq FROM events").fetchall()
+
+
+def api_tokens(db_path: Path) -> dict[str, str]:
+    """An installer's and a marketer's API token on a gateway database (it may be running: WAL)."""
+    from gateway.roles import ApiTokens, Role
+
+    tokens = ApiTokens(db_path)
+    try:
+        return {str(role): tokens.create(role, f"test-{role}") for role in (Role.INSTALLER, Role.MARKETER)}
+    finally:
+        tokens.close()
+
+
+class GatewayThread:
+    """The Gateway class on its own thread and event loop: a real HTTP server whose objects tests can reach."""
+
+    def __init__(self, gateway: Any) -> None:
+        import asyncio
+        import threading
+
+        self.gateway = gateway
+        self.loop = asyncio.new_event_loop()
+        self._stop = asyncio.Event()
+        self._thread = threading.Thread(target=self.loop.run_until_complete, args=(gateway.run(self._stop),),
+                                        name="gateway", daemon=True)
+
+    def __enter__(self) -> GatewayThread:
+        self._thread.start()
+        wait_for(lambda: self.gateway.api_port and self.gateway.link.subscribed.is_set(), 20, "the gateway")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+        self.loop.close()
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url
 
 
 class NodeProc(Service):

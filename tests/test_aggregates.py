@@ -43,7 +43,11 @@ from firmware_sim.truth import Truth, write_truth
 from gateway.aggregates import AggregateSettings, hour_of, load_visits, refresh
 from gateway.aggregates_api import aggregates_router
 from gateway.broker import free_port
+from gateway.eid_resolver import EidResolver
 from gateway.ingest import triage
+from gateway.installs import InstallRegistry
+from gateway.node_directory import NodeDirectory
+from gateway.roles import ApiTokens, Authenticator, Role
 from gateway.store import Accepted, EventStore, open_db
 from gateway.visits import VisitRules, resolving_app_ids
 
@@ -83,7 +87,7 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> Day:
                                 settings=EventSimSettings(dwell_every_s=60.0))
     store = EventStore(out / "gateway.db")
     nodes = {n.node_id: n.zone for n in plan.nodes}
-    store.register_nodes(nodes)
+    NodeDirectory(out / "gateway.db", nodes.items()).close()
     batch: list[Accepted] = []
     for _, rep, row in merged([replica], START, END):
         name, payload = rep.render(row)
@@ -190,9 +194,14 @@ def test_refreshing_an_hour_again_replaces_it(day: Day) -> None:
 
 
 @pytest.fixture(scope="module")
-def api(day: Day) -> Iterator[str]:
+def api(day: Day, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """A client of the served router, sending a marketer's API token (credentials kept apart from the day)."""
     app = FastAPI()
     app.include_router(aggregates_router(day.db_path, resolve=day.resolve))
+    auth_db = tmp_path_factory.mktemp("auth") / "auth.db"
+    tokens, registry = ApiTokens(auth_db), InstallRegistry(auth_db, EidResolver())
+    app.state.auth = Authenticator(tokens, registry)
+    marketer = tokens.create(Role.MARKETER, "test-marketer")
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, name="aggregates-api", daemon=True)
@@ -201,9 +210,13 @@ def api(day: Day) -> Iterator[str]:
     while not server.started:
         assert thread.is_alive() and dt.datetime.now() < deadline, "uvicorn did not start"
         threading.Event().wait(0.02)
-    yield f"http://127.0.0.1:{port}"
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {marketer}"},
+                      timeout=10) as client:
+        yield client
     server.should_exit = True
     thread.join(10)
+    tokens.close()
+    registry.close()
 
 
 def as_csv_text(value: Any) -> str:
@@ -214,9 +227,9 @@ def as_csv_text(value: Any) -> str:
     ("/api/footfall/hourly", {}),
     ("/api/zones/hourly", {"zone": "apparel", "since": "2026-11-18T10:00:00Z", "until": "2026-11-18T15:00:00Z"}),
 ])
-def test_the_csv_export_is_the_json_as_a_table(api: str, path: str, params: dict[str, str]) -> None:
-    as_json = httpx.get(api + path, params=params, timeout=10)
-    as_csv = httpx.get(api + path, params={**params, "format": "csv"}, timeout=10)
+def test_the_csv_export_is_the_json_as_a_table(api: httpx.Client, path: str, params: dict[str, str]) -> None:
+    as_json = api.get(path, params=params)
+    as_csv = api.get(path, params={**params, "format": "csv"})
     assert as_json.status_code == as_csv.status_code == 200
     assert as_csv.headers["content-type"].startswith("text/csv")
     reader = csv.DictReader(io.StringIO(as_csv.text))
@@ -229,14 +242,14 @@ def test_the_csv_export_is_the_json_as_a_table(api: str, path: str, params: dict
         assert rows[0]["hour_start"] == "2026-11-18T10:00:00Z"
 
 
-def test_the_api_serves_visits(api: str, day: Day) -> None:
-    visits = httpx.get(api + "/api/visits", params={"since": "2026-11-18T08:00:00Z", "until": "2026-11-18T20:00:00Z",
-                                                    "limit": 10000}, timeout=10).json()
+def test_the_api_serves_visits(api: httpx.Client, day: Day) -> None:
+    visits = api.get("/api/visits", params={"since": "2026-11-18T08:00:00Z", "until": "2026-11-18T20:00:00Z",
+                                            "limit": 10000}).json()
     assert len(visits) == 1069 and visits == sorted(visits, key=lambda v: v["arrival"])
     first = visits[0]
     assert first["walk_in"] and first["zones"][0]["zone"] and first["duration_s"] > 0
-    assert len(httpx.get(api + "/api/visits", params={"since": "2026-11-18T08:00:00Z", "until": "2026-11-18T20:00:00Z",
-                                                      "limit": 3}, timeout=10).json()) == 3
+    assert len(api.get("/api/visits", params={"since": "2026-11-18T08:00:00Z", "until": "2026-11-18T20:00:00Z",
+                                              "limit": 3}).json()) == 3
 
 
 @pytest.mark.parametrize(("path", "params", "says"), [
@@ -247,7 +260,8 @@ def test_the_api_serves_visits(api: str, day: Day) -> None:
     ("/api/visits", {"since": "2026-11-01T00:00:00Z", "until": "2026-11-18T00:00:00Z"}, "at most 7 days"),
     ("/api/visits", {"limit": 0}, "greater than or equal to 1"),
 ])
-def test_bad_parameters_get_a_422_naming_the_problem(api: str, path: str, params: dict[str, Any], says: str) -> None:
-    response = httpx.get(api + path, params=params, timeout=10)
+def test_bad_parameters_get_a_422_naming_the_problem(api: httpx.Client, path: str, params: dict[str, Any],
+                                                     says: str) -> None:
+    response = api.get(path, params=params)
     assert response.status_code == 422
     assert says in response.text

@@ -26,6 +26,7 @@ from gateway.installs import InstallRegistry
 from gateway.offer_ledger import SqliteLedger
 from gateway.offers import MemoryLedger, OfferEngine, ZoneEvent
 from gateway.push_hub import PushHub
+from gateway.roles import ApiTokens, Authenticator
 from tests.conftest import wait_for
 
 
@@ -43,6 +44,8 @@ def api(tmp_path):
 
     app = FastAPI()
     app.include_router(app_router(registry, hub, redeem))
+    tokens = ApiTokens(tmp_path / "gw.db")
+    app.state.auth = Authenticator(tokens, registry)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -51,6 +54,7 @@ def api(tmp_path):
     yield f"http://127.0.0.1:{port}", registry, hub
     server.should_exit = True
     thread.join(10)
+    tokens.close()
 
 
 def test_registration_needs_explicit_consent(api):

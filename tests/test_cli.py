@@ -14,7 +14,10 @@ from omnisense.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["node", "gateway", "demo", "sim", "sim eval", "radio wifi-eval", "cloud", "upload", "upload keygen",
-            "upload status", "upload retry-poisoned", "lift geo", "lift people", "lift report", "vision eval"]
+            "upload status", "upload retry-poisoned", "lift geo", "lift people", "lift report", "lift power", "vision eval",
+            "access create", "access list", "access revoke", "broker config",
+            "provision claim", "provision calibrate", "provision snapshot", "install claim", "install nodes",
+            "install place", "install line", "install check-line", "install radio", "install revoke", "doctor"]
 
 
 def test_top_level_help_lists_every_command():

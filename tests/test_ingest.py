@@ -10,6 +10,7 @@ from edge import protocol
 from edge.mqtt import Inbound
 from edge.protocol import Channel, CountsEvent, NodeStatus
 from gateway.ingest import Ingestor, triage
+from gateway.node_directory import NodeDirectory
 from gateway.store import Accepted, DeadLetter, EventStore, node_rows, open_db
 
 TS = protocol.utcnow()
@@ -35,7 +36,6 @@ def test_triage_sorts_messages():
 
 def test_redelivered_events_are_stored_once_and_counted(tmp_path: Path):
     store = EventStore(tmp_path / "g.db")
-    store.register_nodes({"n1": "shoes", "n2": None})
     batch = [triage(event_message(n, s), "s1", {"n1", "n2"}, 65536) for n in ("n1", "n2") for s in range(1, 51)]
     assert store.write(batch, [], []) == 100
     assert store.write(batch[:10] + batch[60:], [], []) == 0
@@ -47,7 +47,6 @@ def test_redelivered_events_are_stored_once_and_counted(tmp_path: Path):
 
 def test_gaps_persist_and_close_across_restarts(tmp_path: Path):
     store = EventStore(tmp_path / "g.db")
-    store.register_nodes({"n1": None})
     store.write([triage(event_message("n1", s), "s1", {"n1"}, 65536) for s in (1, 2, 5, 9)], [], [])
     store.close()
     store = EventStore(tmp_path / "g.db")
@@ -56,16 +55,17 @@ def test_gaps_persist_and_close_across_restarts(tmp_path: Path):
     assert node_rows(store.db)[0]["gaps"] == [] and node_rows(store.db)[0]["high_water"] == 9
 
 
-def test_zone_change_bumps_the_config_version(tmp_path: Path):
-    store = EventStore(tmp_path / "g.db")
-    assert store.register_nodes({"n1": "shoes"}) == {"n1": 1}
-    assert store.register_nodes({"n1": "shoes"}) == {"n1": 1}
-    assert store.register_nodes({"n1": "tills"}) == {"n1": 2}
+def test_zone_change_in_the_config_file_bumps_the_config_version(tmp_path: Path):
+    versions = []
+    for zone in ("shoes", "shoes", "tills"):
+        directory = NodeDirectory(tmp_path / "g.db", [("n1", zone)])
+        versions.append(directory.get("n1")["version"])
+        directory.close()
+    assert versions == [1, 1, 2]
 
 
 def test_ingestor_acknowledges_only_after_commit(tmp_path: Path):
     store = EventStore(tmp_path / "g.db")
-    store.register_nodes({"n1": None})
     acked: list[int] = []
     seen_when_acked: list[int] = []
     done = threading.Event()

@@ -29,6 +29,7 @@ from edge.radio.ble_source import BleOptions, BleSource
 from edge.radio.eid import EDDYSTONE_UUID, eid_frame, ephemeral_id
 from edge.settings import MqttSettings
 from gateway.config import ApiSettings, GatewayConfig, KnownNode
+from gateway.roles import Role
 from gateway.service import Gateway
 from tests.conftest import STORE, wait_for
 from tests.test_radio_privacy import Recorder
@@ -157,6 +158,8 @@ def test_offers_reach_the_app_once_with_consent_caps_and_quiet_hours(mosquitto, 
                            nodes=[KnownNode(node_id="shoes-radio", zone="shoes"),
                                   KnownNode(node_id="apparel-radio", zone="apparel")])
     gateway = Gateway(config)
+    installer = {"Authorization": f"Bearer {gateway.api_tokens.create(Role.INSTALLER, 'test-installer')}"}
+    marketer = {"Authorization": f"Bearer {gateway.api_tokens.create(Role.MARKETER, 'test-marketer')}"}
     gw = Running(gateway.run)
     recorder = Recorder(mosquitto)
     try:
@@ -207,10 +210,10 @@ def test_offers_reach_the_app_once_with_consent_caps_and_quiet_hours(mosquitto, 
         # Every presence event the nodes sent, delivered a second time: nothing new may happen.
         rows_before = decisions(config.db_path)
         presence = [(t, p) for t, p in recorder.messages if t.endswith("/events/presence")]
-        duplicates_before = httpx.get(f"{url}/api/stats", timeout=10).json()["duplicates"]
+        duplicates_before = httpx.get(f"{url}/api/stats", headers=installer, timeout=10).json()["duplicates"]
         for t, p in presence:
             recorder.client.publish(t, p, qos=1)
-        wait_for(lambda: httpx.get(f"{url}/api/stats", timeout=10).json()["duplicates"]
+        wait_for(lambda: httpx.get(f"{url}/api/stats", headers=installer, timeout=10).json()["duplicates"]
                  >= duplicates_before + len(presence), 30, "the redelivered events to reach the gateway")
         time.sleep(1)
         assert decisions(config.db_path) == rows_before
@@ -242,19 +245,22 @@ def test_offers_reach_the_app_once_with_consent_caps_and_quiet_hours(mosquitto, 
         assert other.status_code == 404
 
         # The marketer's view: every decision with its reason, results per campaign, campaigns replaced live.
-        suppressed = httpx.get(f"{url}/api/offers/decisions", params={"outcome": "suppressed"}, timeout=10).json()
+        suppressed = httpx.get(f"{url}/api/offers/decisions", params={"outcome": "suppressed"}, headers=marketer,
+                               timeout=10).json()
         assert {"install_daily_cap"} <= {d["reason"] for d in suppressed}
-        summary = {c["campaign_id"]: c for c in httpx.get(f"{url}/api/offers/summary", timeout=10).json()}
+        summary = {c["campaign_id"]: c for c in httpx.get(f"{url}/api/offers/summary", headers=marketer,
+                                                          timeout=10).json()}
         shoes_sent = [r for r in rows if r["campaign_id"] == "shoes-dwell" and r["outcome"] == "sent"]
         assert summary["shoes-dwell"]["sent"] == len(shoes_sent) and summary["shoes-dwell"]["redeemed"] == 1
         assert summary["shoes-dwell"]["suppressed"].get("install_daily_cap") == 1
-        current = httpx.get(f"{url}/api/campaigns", timeout=10).json()
+        current = httpx.get(f"{url}/api/campaigns", headers=marketer, timeout=10).json()
         broken = {**current, "campaigns": [{**current["campaigns"][0], "trigger": {"kind": "teleport"}}]}
-        response = httpx.put(f"{url}/api/campaigns", json=broken, timeout=10)
+        response = httpx.put(f"{url}/api/campaigns", json=broken, headers=marketer, timeout=10)
         assert response.status_code == 422 and "trigger" in response.text
         kept = {**current, "campaigns": current["campaigns"][:1]}
-        assert httpx.put(f"{url}/api/campaigns", json=kept, timeout=10).status_code == 200
-        assert [c["id"] for c in httpx.get(f"{url}/api/campaigns", timeout=10).json()["campaigns"]] == ["shoes-dwell"]
+        assert httpx.put(f"{url}/api/campaigns", json=kept, headers=marketer, timeout=10).status_code == 200
+        assert [c["id"] for c in httpx.get(f"{url}/api/campaigns", headers=marketer,
+                                           timeout=10).json()["campaigns"]] == ["shoes-dwell"]
         assert "apparel-quiet" not in campaigns.read_text() and "shoes-dwell" in campaigns.read_text()
     finally:
         recorder.stop()

@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from edge.protocol import Channel, Identifier, RemoteConfig
+from edge.protocol import Channel, Identifier, RadioCalibration, RemoteConfig
 from edge.radio.anonymize import Pseudonymizer
 from edge.radio.presence import PathLoss, Transition, ZonePresence, ZoneRules
 from edge.radio.store_devices import StoreDeviceRules, StoreDevices
@@ -48,6 +48,7 @@ class RadioPipeline:
         self.emit = emit
         self.zone = options.zone
         self.presence = ZonePresence(options.zone_rules, options.path_loss)
+        self.calibration: RadioCalibration | None = None  # the gateway's, when it sent one
         self.store_devices = StoreDevices(options.store_devices)
         self.pseudonyms = Pseudonymizer()
         self.waiting: deque[Transition] = deque()
@@ -68,9 +69,29 @@ class RadioPipeline:
     def apply_config(self, config: RemoteConfig) -> None:
         if config.zone is not None:
             self.zone = config.zone
+        if self.kind == "ble" and config.radio != self.calibration:
+            self._calibrate(config.radio)  # measured with a BLE reference: a Wi-Fi probe's power is another matter
         if config.salt is not None and config.salt_day is not None:
             self.pseudonyms.set_salt(config.salt_day, bytes.fromhex(config.salt))
             self._release_waiting()
+
+    def _calibrate(self, calibration: RadioCalibration | None) -> None:
+        """Use the installer's measured path loss (none: the node's own options) from now on.
+
+        The zone state carries over: devices keep their readings and whether they are inside; only
+        the distances those readings stand for change. The gateway validated the values against
+        the contract, whose ranges are what a measurement can give, so they are taken as they are.
+        """
+        self.calibration = calibration
+        if calibration is None:
+            path_loss = self.options.path_loss
+        else:
+            path_loss = PathLoss.model_construct(rssi_1m=calibration.rssi_1m, exponent=calibration.exponent)
+        presence = ZonePresence(self.options.zone_rules, path_loss)
+        presence.devices = self.presence.devices
+        self.presence = presence
+        log.info("%s radio path loss: rssi_1m %.1f dBm, exponent %.2f (%s)", self.kind, path_loss.rssi_1m,
+                 path_loss.exponent, "calibrated" if calibration else "node default")
 
     # --- sightings (hot path) ---------------------------------------------------------------------
 

@@ -12,9 +12,14 @@ A live camera that stops delivering is reopened with capped backoff (`ReopeningF
 goes on when it returns, with the occupancy carried over. `health` says how the camera is doing
 (state, frames, outages and their total length) for the node's status.
 
-No frame leaves the node. The only way to see one is the debug snapshot, off by default: a tiny
-HTTP server on 127.0.0.1 that serves the latest frame as JPEG with the line and zones drawn, for
-an installer on the node itself (or through an SSH tunnel).
+The installer's placement (the gateway config's `camera`: line, direction and zones) replaces the
+node's own line, flip and zones from the next frame on; every other counting setting stays the
+node's, and what the counter has learnt (background, tracks, occupancy) carries over.
+
+No frame leaves the node. The only ways to see one are on the node itself: the debug snapshot, off
+by default, a tiny HTTP server on 127.0.0.1 that serves the latest frame as JPEG with the line and
+zones drawn (or through an SSH tunnel), and `omnisense provision snapshot`, which writes one frame
+to a local file.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import numpy as np
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edge.backoff import Backoff
-from edge.protocol import Channel, Identifier, RemoteConfig
+from edge.protocol import CameraPlacement, Channel, Identifier, RemoteConfig
 from edge.settings import ConfigError, ConfigModel, format_validation_error
 from edge.sources import Emit
 from edge.vision.frames import FrameSource, ReopeningFrames, VideoCaptureSource
@@ -49,7 +54,8 @@ SNAPSHOT_HOST = "127.0.0.1"
 class Counter(Protocol):
     """The counting core as this source uses it (`edge.vision.counter.VisionPipeline`).
 
-    `process` returns an object with `crossings` (each with `direction` "in" or "out") and
+    `process` returns an object with `crossings` (each with `direction` "in" or "out", or the
+    core's "increasing"/"decreasing", named by the counter's `line.in_out`) and
     `people_in_view` (int); optionally `zones` ({zone: people}). A counter may offer
     `draw(frame) -> frame` to paint its line and zones on the debug snapshot.
     """
@@ -117,6 +123,43 @@ def build_counter(pipeline: dict[str, Any]) -> Counter:
         detail = format_validation_error(exc, prefix="pipeline.")
         raise ConfigError(f"invalid counting settings:\n{detail}") from None
     return VisionPipeline(settings)
+
+
+def placed(pipeline: dict[str, Any], placement: CameraPlacement | None) -> dict[str, Any]:
+    """The node's own counting settings with the installer's line, direction and zones, if any."""
+    if placement is None:
+        return dict(pipeline)
+    zones = {name: [list(p) for p in polygon] for name, polygon in placement.zones.items()}
+    return {**pipeline, "line": placement.line, "flip": placement.flip, "zones": zones}
+
+
+def replace_placement(counter: Counter, settings: Any) -> Counter:
+    """The counter counting with `settings` (a VisionSettings differing in line, flip or zones).
+
+    What was learnt carries over: the background model, the tracks, and the totals and occupancy so
+    far. Only which side of the line each track is on starts afresh, so moving the line under a
+    standing person counts nothing. A counter of another kind keeps its own line.
+    """
+    from edge.vision.counter import LineCounter, VisionPipeline
+
+    if not isinstance(counter, VisionPipeline):
+        log.debug("counter %s has no placement to change", type(counter).__name__)
+        return counter
+    new = VisionPipeline(settings)
+    old = counter.counter
+    if old is not None:  # started: keep what it learnt
+        new.detector, new.tracker, new.size = counter.detector, counter.tracker, counter.size
+        new.counter = LineCounter(new.line, old.band, old.confirm)
+        new.counter.totals, new.counter.inside = dict(old.totals), old.inside
+    return new
+
+
+def in_or_out(counter: Counter, direction: str) -> str:
+    """A crossing's direction as "in" or "out": the core names sides ("increasing"), its line knows the door."""
+    if direction in ("in", "out"):
+        return direction
+    line = getattr(counter, "line", None)
+    return line.in_out(direction) if hasattr(line, "in_out") else direction
 
 
 def next_reset(t: float, hhmm: str, utc_offset_h: float | None) -> float:
@@ -288,6 +331,10 @@ class CameraSource:
         self.frames = ReopeningFrames(source, options.reopen_initial_s, options.reopen_max_s,
                                       backoff=backoff, name=name)
         self.zone = options.zone
+        self.placement: CameraPlacement | None = None   # the gateway's, when it sent one
+        self.pipeline_settings: dict[str, Any] = dict(options.pipeline)  # what is counted with (and drawn)
+        self._new_settings: Any = None                  # a placement waiting for the worker thread
+        self._placement_lock = threading.Lock()
         self.occupancy = 0
         self.intervals = 0
         self.snapshot: SnapshotServer | None = None
@@ -309,6 +356,36 @@ class CameraSource:
     def apply_config(self, config: RemoteConfig) -> None:
         if config.zone is not None:
             self.zone = config.zone
+        if config.camera != self.placement:
+            self._place(config.camera)
+
+    def _place(self, placement: CameraPlacement | None) -> None:
+        """Count with the installer's line and zones (none: the node's own) from the next frame on.
+
+        The worker thread swaps the counter between frames, so a frame is never counted half with
+        the old line; occupancy and the open interval are this source's and carry over untouched.
+        """
+        from edge.vision.counter import VisionSettings
+
+        pipeline = placed(self.options.pipeline, placement)
+        try:
+            settings = VisionSettings.model_validate(pipeline)
+        except ValidationError as exc:
+            log.warning("%s: ignoring the gateway's camera placement:\n%s", self.name,
+                        format_validation_error(exc, prefix="camera."))
+            return
+        with self._placement_lock:
+            self.placement = placement
+            self.pipeline_settings = pipeline
+            self._new_settings = settings
+        log.info("%s: counting line %s%s, zones %s (%s)", self.name, settings.line, " flipped" if settings.flip else "",
+                 ", ".join(settings.zones) or "none", "installer's placement" if placement else "node default")
+
+    def _take_placement(self) -> None:
+        with self._placement_lock:
+            settings, self._new_settings = self._new_settings, None
+        if settings is not None:
+            self.counter = replace_placement(self.counter, settings)
 
     # --- worker thread --------------------------------------------------------------------------------
 
@@ -329,8 +406,10 @@ class CameraSource:
                         break
                     continue
                 self._index += 1
+                self._take_placement()
                 result = self.counter.process(frame, self._index)
-                directions = [str(getattr(c, "direction", "")) for c in getattr(result, "crossings", ())]
+                directions = [in_or_out(self.counter, str(getattr(c, "direction", "")))
+                              for c in getattr(result, "crossings", ())]
                 zones = getattr(result, "zones", None)
                 counts.append(FrameCount(
                     t=self.frames.last_time or time.time(),
@@ -410,7 +489,7 @@ class CameraSource:
             return None
         draw = getattr(self.counter, "draw", None)
         caption = f"{self.name} occupancy {self.occupancy} camera {self.frames.state}"
-        image = draw(frame) if callable(draw) else draw_overlay(frame, self.options.pipeline, caption)
+        image = draw(frame) if callable(draw) else draw_overlay(frame, self.pipeline_settings, caption)
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
         return jpeg.tobytes() if ok else None
 
