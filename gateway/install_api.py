@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import sqlite_utils
@@ -25,9 +26,10 @@ from edge.protocol import CameraPlacement, Identifier, RadioCalibration
 from gateway.claims import ClaimRefused, ClaimTokens, claim_code
 from gateway.doctor import NodeFacts, NodeReport, diagnose
 from gateway.node_directory import NodeDirectory, UnknownNode
-from gateway.provisioning import Provisioner, ca_fingerprint
+from gateway.provisioning import Provisioner
 from gateway.roles import HTTPError, Principal, Role, public, requires
 from gateway.store import open_db
+from gateway.store_ca import fingerprint_of
 
 REFUSAL_STATUS = {"malformed": 400, "bad_hardware_id": 400, "unknown": 403, "foreign_store": 403, "used": 409,
                   "node_taken": 409, "expired": 410, "not_configured": 409, "not_https": 403}
@@ -135,12 +137,16 @@ class InstallContext:
     directory: NodeDirectory
     tokens: ClaimTokens
     provisioner: Provisioner
-    db_path: Any
+    db_path: Path
     publish_config: Callable[[str], None]
-    ca_pem: Callable[[], bytes | None]
+    ca_file: Path | None  # the store CA's certificate, once 'omnisense broker config' wrote it
     node_mqtt_url: Callable[[], str | None]
     public_url: Callable[[], str]
     heartbeat_s: float = 30.0
+
+    @property
+    def has_ca(self) -> bool:
+        return self.ca_file is not None and self.ca_file.exists()
 
 
 def _setup(row: dict[str, Any]) -> NodeSetup:
@@ -165,10 +171,9 @@ def provision_router(ctx: InstallContext) -> APIRouter:
                 response_class=Response, responses={200: {"content": {"application/x-pem-file": {}}},
                                                     404: {"model": HTTPError, "description": "No store CA yet."}})
     def ca() -> Response:
-        pem = ctx.ca_pem()
-        if pem is None:
+        if not ctx.has_ca:
             raise HTTPException(404, "this gateway has no store CA: run 'omnisense broker config'")
-        return Response(pem, media_type="application/x-pem-file")
+        return Response(ctx.ca_file.read_bytes(), media_type="application/x-pem-file")
 
     @router.post("/claim", status_code=201, response_model=ClaimResponse,
                  summary="Swap a claim token for the node's identity and broker credential",
@@ -182,8 +187,8 @@ def provision_router(ctx: InstallContext) -> APIRouter:
         if body.store_id != ctx.store_id:
             raise _refuse(ClaimRefused("foreign_store", f"this gateway is store {ctx.store_id!r}, "
                                                         f"not {body.store_id!r}"))
-        pem, url = ctx.ca_pem(), ctx.node_mqtt_url()
-        if pem is None or url is None:
+        url = ctx.node_mqtt_url()
+        if not ctx.has_ca or url is None:
             raise _refuse(ClaimRefused("not_configured", "this gateway has no broker to enrol nodes with: run "
                                                          "'omnisense broker config' and set provisioning.broker_dir"))
         try:
@@ -192,7 +197,7 @@ def provision_router(ctx: InstallContext) -> APIRouter:
             raise _refuse(err) from None
         return ClaimResponse(node_id=enrolment.node_id, store_id=ctx.store_id, zone=enrolment.zone,
                              mqtt=MqttGrant(url=url, username=enrolment.node_id, password=enrolment.password),
-                             gateway_url=ctx.public_url(), ca_pem=pem.decode())
+                             gateway_url=ctx.public_url(), ca_pem=ctx.ca_file.read_text())
 
     return router
 
@@ -207,8 +212,7 @@ def installer_router(ctx: InstallContext) -> APIRouter:
             raise HTTPException(404, str(err)) from None
 
     def change(node_id: str, **fields: Any) -> NodeSetup:
-        node_row(node_id)
-        if ctx.directory.get(node_id)["revoked_at"] is not None:
+        if node_row(node_id)["revoked_at"] is not None:
             raise HTTPException(409, f"node {node_id!r} is revoked; claim it again first")
         row = ctx.directory.update(node_id, **fields)
         ctx.publish_config(node_id)
@@ -218,13 +222,12 @@ def installer_router(ctx: InstallContext) -> APIRouter:
                  summary="Issue a single-use claim token (show its code as a QR code or text)",
                  responses={409: {"model": HTTPError, "description": "No store CA: run 'omnisense broker config'."}})
     def issue(order: ClaimOrder) -> IssuedToken:
-        pem = ctx.ca_pem()
-        if pem is None:
+        if not ctx.has_ca:
             raise HTTPException(409, "this gateway has no store CA to pin: run 'omnisense broker config' and set "
                                      "provisioning.broker_dir")
         issued = ctx.tokens.issue(order.ttl_s, order.node_id, order.zone)
         return IssuedToken(token=issued.token, code=claim_code(issued.token, ctx.store_id, ctx.public_url(),
-                                                               ca_fingerprint(pem)),
+                                                               fingerprint_of(ctx.ca_file)),
                            expires_at=issued.expires_at, node_id=issued.node_id, zone=issued.zone)
 
     @router.get("/nodes", response_model=list[NodeSetup], summary="Every node: origin, zone, placement, calibration")

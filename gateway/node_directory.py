@@ -5,16 +5,14 @@ swapped a claim token for its own credential). Both end up here, with what the i
 zone, camera placement, radio calibration. Every change bumps the node's config version; the node
 reports the version it applied, which is how an installer sees a change took hold.
 
-The node's secret is kept only as a scrypt hash; `known` is the live set the ingest thread checks,
-so a claim or a revocation changes what is accepted at once.
+The node's secret is kept only as a hash (Mosquitto's PBKDF2 format, as in its password file);
+`known` is the live set the ingest thread checks, so a claim or a revocation changes what is
+accepted at once.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import secrets
 import threading
 import time
 from collections.abc import Iterable
@@ -24,27 +22,8 @@ from typing import Any
 
 from edge import protocol
 from edge.protocol import CameraPlacement, RadioCalibration, RemoteConfig
+from gateway.broker_setup import hash_password, verify_password
 from gateway.store import ensure_schema, open_db
-
-SCRYPT = {"n": 2**14, "r": 8, "p": 1}
-
-
-def hash_secret(secret: str) -> str:
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(secret.encode(), salt=salt, **SCRYPT)
-    return f"scrypt${salt.hex()}${digest.hex()}"
-
-
-def secret_matches(secret: str, stored: str) -> bool:
-    try:
-        scheme, salt, digest = stored.split("$")
-    except ValueError:
-        return False
-    if scheme != "scrypt":
-        return False
-    candidate = hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt), **SCRYPT)
-    return hmac.compare_digest(candidate.hex(), digest)
-
 
 class UnknownNode(KeyError):
     def __str__(self) -> str:
@@ -127,7 +106,7 @@ class NodeDirectory:
 
     def enroll(self, node_id: str, hardware_id: str, secret: str, zone: str | None) -> dict[str, Any]:
         """A claimed node, new or re-claimed (new secret, revocation lifted); its config version moves on."""
-        fields = {"hardware_id": hardware_id, "secret_hash": hash_secret(secret), "revoked_at": None}
+        fields = {"hardware_id": hardware_id, "secret_hash": hash_password(secret), "revoked_at": None}
         with self._lock:
             if self._row(node_id) is None:
                 self.db["node_directory"].insert({"node_id": node_id, "origin": "claim", "zone": zone, "version": 1,
@@ -160,7 +139,7 @@ class NodeDirectory:
     def password_ok(self, node_id: str, password: str) -> bool:
         with self._lock:
             row = self._row(node_id)
-        return bool(row and row["revoked_at"] is None and row["secret_hash"] and secret_matches(password, row["secret_hash"]))
+        return bool(row and row["revoked_at"] is None and row["secret_hash"] and verify_password(password, row["secret_hash"]))
 
     def remote_configs(self, day: date, salt: bytes) -> list[RemoteConfig]:
         """The retained config of every live node, with the day's salt."""

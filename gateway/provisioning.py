@@ -7,14 +7,11 @@ the node's retained config is published, so the node finds its config the moment
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import secrets
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from gateway.claims import ClaimRefused, ClaimTokens
@@ -38,11 +35,6 @@ class Enrolment:
     node_id: str
     zone: str | None
     password: str
-
-
-def ca_fingerprint(ca_pem: bytes) -> str:
-    """SHA-256 of the certificate's DER, as the claim code pins it."""
-    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(ca_pem.decode())).hexdigest()
 
 
 class Provisioner:
@@ -99,10 +91,3 @@ class Provisioner:
         self._clear_config(node_id)
         log.warning("node %s revoked", node_id)
         return row
-
-
-def read_ca(broker_dir: Path | None) -> bytes | None:
-    if broker_dir is None:
-        return None
-    path = broker_dir / "ca.pem"
-    return path.read_bytes() if path.exists() else None

@@ -44,10 +44,11 @@ from gateway.push.webpush import WebPushSubscription
 from gateway.push_hub import PushHub
 from gateway.install_api import InstallContext, installer_router, node_router, provision_router
 from gateway.node_directory import NodeDirectory, remote_config
-from gateway.provisioning import Provisioner, read_ca
+from gateway.provisioning import Provisioner
 from gateway.roles import ApiTokens, Authenticator
 from gateway.salt import DailySalt, local_today
 from gateway.store import Accepted, EventStore, open_db
+from gateway.store_ca import CA_CERT
 from gateway.visits import resolving_app_ids
 
 log = logging.getLogger(__name__)
@@ -248,7 +249,7 @@ class Gateway:
         return InstallContext(
             store_id=self.config.store_id, directory=self.directory, tokens=self.claim_tokens,
             provisioner=self.provisioner, db_path=self.config.db_path, publish_config=self._publish_node_config,
-            ca_pem=lambda: read_ca(settings.broker_dir),
+            ca_file=settings.broker_dir / CA_CERT if settings.broker_dir else None,
             node_mqtt_url=lambda: settings.node_mqtt_url or self.config.mqtt.url,
             public_url=lambda: settings.public_url or self.url, heartbeat_s=settings.heartbeat_s)
 
