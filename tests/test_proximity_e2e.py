@@ -175,10 +175,12 @@ def test_offers_reach_the_app_once_with_consent_caps_and_quiet_hours(mosquitto, 
         for listener in listeners.values():
             assert listener.connected.wait(10)
 
-        script = Script(length_s=75)
+        script = Script(length_s=85)
         script.phones = [
-            # In the shoes zone 30 s, away 10 s, back 25 s: one offer; the second stay hits the daily cap.
-            Phone(key["shopper"], [(0, 30, {"shoes-radio": NEAR}), (40, 65, {"shoes-radio": NEAR})],
+            # In the shoes zone 30 s, away 10 s, back 35 s: one offer; the second stay hits the daily cap.
+            # (Back for 35 s, not 25: the 20 s dwell mark of a 25 s stay came within 2-3 s of the leave,
+            # which a loaded machine sometimes missed, so the cap was never consulted.)
+            Phone(key["shopper"], [(0, 30, {"shoes-radio": NEAR}), (40, 75, {"shoes-radio": NEAR})],
                   "4C:00:00:00:00:01"),
             # Withdraws consent 8 s into a 40 s stay in shoes.
             Phone(key["leaver"], [(0, 40, {"shoes-radio": NEAR})], "4C:00:00:00:00:02"),
