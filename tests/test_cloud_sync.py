@@ -267,8 +267,8 @@ def outbox_state(path: Path) -> dict[str, Any]:
     try:
         conn.row_factory = sqlite3.Row
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "batches" not in tables:
-            return {}
+        if not {"batches", "items", "meta"} <= tables:
+            return {}  # the uploader is still creating its tables
         batches = [dict(r) for r in conn.execute("SELECT batch_id, state, attempts, last_error FROM batches")]
         items = conn.execute("SELECT count(*) FROM items").fetchone()[0]
         watermark = conn.execute("SELECT value FROM meta WHERE name = 'watermark'").fetchone()
