@@ -142,6 +142,11 @@ def test_line_parse_sides_and_names() -> None:
             CountingLine.parse(bad)
 
 
+def test_an_old_reset_at_key_names_its_replacement() -> None:
+    with pytest.raises(ValueError, match="occupancy_reset"):
+        VisionSettings(line="x=10", reset_at="22:00")
+
+
 def test_line_counter_hysteresis_occupancy_and_reset() -> None:
     counter = LineCounter(CountingLine.parse("x=100"), band_px=5)
     t = Track(1, np.zeros(4), np.eye(4), 10, 30, confirmed=True)

@@ -18,7 +18,6 @@ confirmed; they are dropped if it dies unconfirmed (a flicker of noise across th
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
 
 import cv2
@@ -146,7 +145,14 @@ class VisionSettings(BaseModel):
         "(5 s at 10 frames/s), and their track with it.")
     min_hits: int = Field(3, ge=1, description="Frames a track must be matched before it counts.")
     max_age: int = Field(10, ge=0, description="Frames a confirmed track coasts unseen before it is dropped.")
-    reset_at: dt.time | None = Field(None, description="Local closing time at which occupancy resets to 0.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: object) -> object:
+        if isinstance(data, dict) and "reset_at" in data:
+            raise ValueError("reset_at is no longer a vision setting: set the camera's occupancy_reset ('HH:MM', "
+                             "local time) instead, which resets occupancy at closing time")
+        return data
 
     @field_validator("line")
     @classmethod
@@ -188,7 +194,6 @@ class VisionPipeline:
         self.detector: BlobDetector | None = None
         self.tracker: Tracker | None = None
         self.counter: LineCounter | None = None
-        self._last_reset: dt.date | None = None
 
     def _start(self, frame: np.ndarray) -> None:
         s = self.settings
@@ -212,15 +217,11 @@ class VisionPipeline:
         if self.counter:
             self.counter.reset()
 
-    def process(self, frame: np.ndarray, index: int, now: dt.datetime | None = None) -> FrameResult:
-        """One frame (BGR or grey), its number, and optionally the local time (for `reset_at`)."""
+    def process(self, frame: np.ndarray, index: int) -> FrameResult:
+        """One frame (BGR or grey) and its number; closing-time resets are the caller's (it owns the clock)."""
         if self.detector is None:
             self._start(frame)
         assert self.detector and self.tracker and self.counter
-        if now is not None and self.settings.reset_at is not None:
-            if now.time() >= self.settings.reset_at and self._last_reset != now.date():
-                self.counter.reset()
-                self._last_reset = now.date()
         det = self.detector.detect(frame)
         tracks = self.tracker.update(det)
         crossings = self.counter.update(index, tracks)
