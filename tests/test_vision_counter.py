@@ -183,6 +183,22 @@ def test_tracker_lets_a_hidden_persons_track_coast_rather_than_swap_two_people()
     assert [t.foot for t in tracker.tracks if t not in (a, b)] == [(318, 174)]  # the other blob starts a track
 
 
+def test_a_person_walking_behind_another_keeps_their_track_longer_than_max_age() -> None:
+    # R walks right behind F (oblique view): one blob for both, matched to F, for 2 x max_age frames.
+    # A track that is not behind anyone dies after max_age; R's coasts on and takes R's blob when R is clear.
+    tracker = Tracker(gate_px=25, max_age=5, occlusion=True)
+    rear, front, alone = _confirmed(1, (100, 100)), _confirmed(2, (104, 125)), _confirmed(3, (300, 100))
+    for t in (rear, front, alone):
+        t.state[2] = 1.0  # walking right at 1 px per frame
+    tracker.tracks = [rear, front, alone]
+    for i in range(1, 11):
+        tracker.update(_feet((104 + i, 125)))
+    assert alone not in tracker.tracks
+    assert rear in tracker.tracks and rear.time_since_update == 10
+    tracker.update(_feet((112, 100), (119, 125)))  # R steps out to the side of F
+    assert rear.time_since_update == 0 and abs(rear.foot[0] - 111.5) < 1  # the same person, same track
+
+
 @pytest.mark.parametrize("occlusion", [True, False])
 def test_a_person_behind_another_keeps_their_own_foot_row(occlusion: bool) -> None:
     # R stands behind F (oblique view: R's feet are higher in the image, half its box behind F's). The blob

@@ -15,7 +15,9 @@ behind another) and then dies.
 Occlusion (`occlusion=True`, for oblique views): a confirmed track whose predicted box is more than
 `OCCLUDED` covered by a nearer track's box (nearer = feet lower in the image) is behind someone. Its
 feet are hidden, and the bottom of any blob it is matched with is the front person's, so only its
-column is measured; its row follows its own motion until it is in the clear again.
+column is measured; its row follows its own motion until it is in the clear again. While it is behind
+someone its track coasts up to `HIDDEN_AGE` x `max_age` frames: two people walking in file can stay
+one blob for longer than someone is ever missed in the clear.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from edge.vision.detect import Detections
 _F = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=np.float64)
 _H = np.array([[1, 0, 0, 0], [0, 1, 0, 0]], dtype=np.float64)
 OCCLUDED = 0.3   # share of a track's box covered by a nearer track's above which it is behind that person
+HIDDEN_AGE = 3   # a track behind someone coasts up to this many times max_age (walking behind a person takes longer)
 
 
 @dataclass
@@ -153,7 +156,8 @@ class Tracker:
                 self._correct(t, feet[j], float(det.w[j]), float(det.h[j]), t.id in occluded)
                 matched.add(t.id)
         self.tracks = [t for t in self.tracks if t.id in matched
-                       or (t.confirmed and t.time_since_update <= self.max_age)]
+                       or (t.confirmed and t.time_since_update <= self.max_age)
+                       or (t.id in occluded and t.time_since_update <= HIDDEN_AGE * self.max_age)]
         for j in np.flatnonzero(free):
             cov = np.diag([self._r[0, 0], self._r[1, 1], 25.0, 25.0])
             t = Track(self._next_id, np.array([feet[j, 0], feet[j, 1], 0.0, 0.0]), cov,
