@@ -186,11 +186,42 @@ class EntranceScene:
                 out.append(Figure(w.person, p[0], p[1], w.height_m))
         return out
 
+    def person_boxes(self, t: float, max_hidden: float | None = None) -> list[tuple[float, float, float, float]]:
+        """Each person's true box (left, top, width, height; feet to head, 0.4 x height wide) in the image at `t`:
+        what a perfect detector would report. With `max_hidden`, people whose box is covered by more than that
+        share by a nearer person's box are left out (what any detector that needs to see someone would miss).
+        For side views only: from overhead a person is a head and shoulders, not a feet-to-head box."""
+        if self.node.camera is None or self.node.camera.kind == "overhead":
+            raise ValueError("person_boxes is for side (oblique) views; an overhead camera sees heads, not boxes")
+        cam = self.renderer.camera
+        boxes: list[tuple[float, float, float, float, float]] = []
+        for f in self.figures(t):
+            (foot, head), depth = cam.project(np.array([[f.x, f.y, 0.0], [f.x, f.y, f.height_m]]))
+            if depth[0] <= 0 or not 0 <= foot[0] < cam.width or head[1] >= cam.height or foot[1] < 0:
+                continue
+            h = float(abs(foot[1] - head[1]))
+            boxes.append((float(foot[0]) - 0.2 * h, float(min(foot[1], head[1])), 0.4 * h, h, float(depth[0])))
+        if max_hidden is not None:
+            boxes = [b for b in boxes if _hidden_share(b, boxes) <= max_hidden]
+        return [b[:4] for b in boxes]
+
     def frames(self) -> Iterator[tuple[int, float, np.ndarray]]:
         """(frame index from 1, scene time s, BGR frame) for the whole scene."""
         for i in range(int(self.duration_s * self.fps)):
             t = i / self.fps
             yield i + 1, t, self.renderer.render(self.t_start + t, self.figures(t), i)
+
+
+def _hidden_share(box: tuple[float, ...], others: list[tuple[float, ...]]) -> float:
+    """The largest share of `box` covered by one nearer box (boxes are left, top, width, height, depth)."""
+    x, y, w, h, depth = box
+    share = 0.0
+    for ox, oy, ow, oh, odepth in others:
+        if odepth < depth:
+            iw = max(0.0, min(x + w, ox + ow) - max(x, ox))
+            ih = max(0.0, min(y + h, oy + oh) - max(y, oy))
+            share = max(share, iw * ih / (w * h))
+    return share
 
 
 def busy_door(plan: StorePlan, camera: str = "overhead", parties: int = 150, seed: int = 1,

@@ -195,9 +195,8 @@ class VisionPipeline:
         self.tracker: Tracker | None = None
         self.counter: LineCounter | None = None
 
-    def _start(self, frame: np.ndarray) -> None:
+    def _start(self, h: int, w: int) -> None:
         s = self.settings
-        h, w = frame.shape[:2]
         ph = s.person_height_px or h / 7
         pw = s.person_width_px or 0.4 * ph
         band = s.band_px if s.band_px is not None else 0.06 * ph
@@ -220,9 +219,17 @@ class VisionPipeline:
     def process(self, frame: np.ndarray, index: int) -> FrameResult:
         """One frame (BGR or grey) and its number; closing-time resets are the caller's (it owns the clock)."""
         if self.detector is None:
-            self._start(frame)
-        assert self.detector and self.tracker and self.counter
-        det = self.detector.detect(frame)
+            self._start(*frame.shape[:2])
+        assert self.detector
+        return self.process_detections(self.detector.detect(frame), index)
+
+    def process_detections(self, det: Detections, index: int, frame_size: tuple[int, int] | None = None) -> FrameResult:
+        """Track and count one frame's detections from another detector; `frame_size` (h, w) on the first call."""
+        if self.tracker is None:
+            if frame_size is None:
+                raise ValueError("the first frame's detections need frame_size=(height, width)")
+            self._start(*frame_size)
+        assert self.tracker and self.counter
         tracks = self.tracker.update(det)
         crossings = self.counter.update(index, tracks)
         visible = [t for t in tracks if t.confirmed and t.time_since_update <= self.settings.max_age]
