@@ -14,8 +14,10 @@ Workloads, seeded:
 - Calibration of the store-level test on real footfall (`bench.support.lift_calibration`): on the
   Auckland pedestrian counts, placebo tests (random sensors "treated", no intervention) give the
   false-positive rate at alpha 0.1, and injected +5/+10/+20% lifts give the power, for the test
-  before (block shifts of the post-period sum) and after (block shifts of the post-period minus
-  the block before it) side by side with GeoLift's iid permutations; then the intervals'
+  before (block shifts of the post-period sum), the former default (block shifts of the
+  post-period sum minus the block before it, `contrast="previous-sum"`) and the current one (the
+  same blocks, the difference of their means divided by its standard error: Welch's t,
+  `contrast="previous"`) side by side with GeoLift's iid permutations; then the intervals'
   coverage and width, and the false-positive rate over other designs (pre/test days, stores).
 
 Usage: python bench/lift.py [--exposures 10000000] [--visits 2000000] [--seeds 50]
@@ -110,15 +112,24 @@ def calibration(console: Console, seeds: int, windows: int, interval_seeds: int,
                 robust_seeds: int) -> dict[str, Any]:
     """Placebo false-positive rate and power on real footfall, before and after; returns BENCH keys."""
     from bench.support.lift_calibration import (
-        METHODS,
-        NEW,
+        GEOLIFT,
+        IID_NEW,
         OLD,
+        Method,
         akl_panel,
         interval_stats,
         outage_breakdown,
         rejection_rates,
     )
 
+    # the former default (difference of sums, not studentised), between OLD and NEW
+    SUM = Method("former: block shifts, post - previous block (sums); test inversion", "block", "previous-sum",
+                 "conformal")
+    NEW = Method("after: block shifts, Welch t of post vs previous block; test inversion", "block", "previous",
+                 "conformal")
+    IID = Method("iid permutations, Welch t of post vs previous block", IID_NEW.permutation, IID_NEW.contrast,
+                 IID_NEW.interval_method)
+    METHODS = (GEOLIFT, OLD, SUM, IID, NEW)
     panel = akl_panel()
     effects = (0.0, 0.05, 0.10, 0.20)
     rates = {}
@@ -145,7 +156,7 @@ def calibration(console: Console, seeds: int, windows: int, interval_seeds: int,
     itable.add_column("method")
     for e in (0.0, 0.05, 0.10):
         itable.add_column(f"+{e:.0%}: coverage / width", justify="right")
-    for method in (OLD, NEW):
+    for method in (OLD, SUM, NEW):
         cells = []
         for e in (0.0, 0.05, 0.10):
             with console.status(f"intervals: {method.label}, +{e:.0%}"):
@@ -158,12 +169,12 @@ def calibration(console: Console, seeds: int, windows: int, interval_seeds: int,
     rtable = Table(title=f"other designs: {robust_seeds} seeds x {windows} windows each; "
                          "false-positive rate / power +10%")
     rtable.add_column("design")
-    for method in (OLD, NEW):
+    for method in (OLD, SUM, NEW):
         rtable.add_column(method.label.split(";")[0], justify="right")
     robust = {}
     for pre, post, treated in ((91, 28, 2), (364, 28, 2), (182, 14, 2), (182, 56, 2), (182, 28, 1), (182, 28, 4)):
         cells = []
-        for method in (OLD, NEW):
+        for method in (OLD, SUM, NEW):
             with console.status(f"design {pre}+{post} days, {treated} treated: {method.label}"):
                 r = rejection_rates(panel, method, (0.0, 0.10), range(robust_seeds), pre=pre, post=post,
                                     treated=treated, windows=windows)
@@ -177,13 +188,29 @@ def calibration(console: Console, seeds: int, windows: int, interval_seeds: int,
     for column in ("treated outage", "no treated outage"):
         otable.add_column(column, justify="right")
     outages = {}
-    for method in (OLD, NEW):
+    for method in (OLD, SUM, NEW):
         with console.status(f"outages: {method.label}"):
             outages[method] = outage_breakdown(panel, method, range(robust_seeds), windows=windows)
         otable.add_row(method.label, *(f"{rate:.3f} ({n} tests)" for rate, n in outages[method].values()))
     console.print(otable)
     new_fprs = [robust[k][0.0].mean for k in robust if k[3] is NEW]
+    sum_fprs = [robust[k][0.0].mean for k in robust if k[3] is SUM]
     return {
+        "placebo_fpr_former": round(rates[SUM][0.0].mean, 4),
+        "placebo_fpr_former_se": round(rates[SUM][0.0].se, 4) if seeds > 1 else None,
+        "power_10pct_former": round(rates[SUM][0.10].mean, 4),
+        "ci_coverage_5pct_former": round(intervals[(SUM, 0.05)].coverage, 4),
+        "ci_coverage_10pct_former": round(intervals[(SUM, 0.10)].coverage, 4),
+        "ci_coverage_10pct_after": round(intervals[(NEW, 0.10)].coverage, 4),
+        "ci_coverage_0pct_after": round(intervals[(NEW, 0.0)].coverage, 4),
+        "ci_width_5pct_former": round(intervals[(SUM, 0.05)].median_width, 3),
+        "placebo_fpr_former_other_designs_max": round(max(sum_fprs), 4),
+        "placebo_fpr_other_designs_after": {f"{k[0]}+{k[1]}x{k[2]}": round(robust[k][0.0].mean, 4)
+                                            for k in robust if k[3] is NEW},
+        "placebo_fpr_other_designs_former": {f"{k[0]}+{k[1]}x{k[2]}": round(robust[k][0.0].mean, 4)
+                                             for k in robust if k[3] is SUM},
+        "power_10pct_other_designs_after": {f"{k[0]}+{k[1]}x{k[2]}": round(robust[k][0.10].mean, 4)
+                                            for k in robust if k[3] is NEW},
         "placebo_fpr_before": round(rates[OLD][0.0].mean, 4), "placebo_fpr_after": round(rates[NEW][0.0].mean, 4),
         "placebo_fpr_after_se": round(rates[NEW][0.0].se, 4) if seeds > 1 else None,
         "placebo_fpr_geolift_iid": round(rates[METHODS[0]][0.0].mean, 4),

@@ -158,8 +158,8 @@ def geo(
     alpha: Annotated[float, typer.Option(help="Significance level; the interval is 1 - alpha.")] = 0.1,
     permutations: Annotated[int, typer.Option(help="Random permutations for --permutation iid.")] = 200,
     permutation: Annotated[str, typer.Option(help="block (cyclic shifts; robust to serial correlation) or iid (GeoLift's).")] = "block",
-    stat: Annotated[str, typer.Option(help="total (two-sided), positive or negative (one-sided).")] = "total",
-    contrast: Annotated[str, typer.Option(help="previous (test the post-period against the block just before it; calibrated on real footfall) or none (GeoLift's post-period sum).")] = "previous",
+    stat: Annotated[str, typer.Option(help="total (two-sided), positive or negative (one-sided), or absolute (GeoLift's two-sided: sum of |residuals|; use with --contrast none --permutation iid --permutations 1000 to reproduce GeoLift).")] = "total",
+    contrast: Annotated[str, typer.Option(help="previous (Welch t of the post-period against the block just before it; calibrated on real footfall), previous-sum (the difference of the two blocks' sums) or none (GeoLift's post-period sum).")] = "previous",
     interval: Annotated[bool, typer.Option("--interval/--no-interval", help="Compute the interval.")] = True,
     interval_method: Annotated[str, typer.Option(help="conformal (inverts the test) or jackknife+ (GeoLift's).")] = "conformal",
     drop_incomplete: Annotated[bool, typer.Option(help="Drop control locations with missing values instead of failing.")] = False,
@@ -173,8 +173,8 @@ def geo(
     """
     if permutation not in ("block", "iid"):
         raise _fail(f"--permutation must be 'block' or 'iid', got {permutation!r}")
-    if stat not in ("total", "positive", "negative"):
-        raise _fail(f"--stat must be total, positive or negative, got {stat!r}")
+    if stat not in ("total", "positive", "negative", "absolute"):
+        raise _fail(f"--stat must be total, positive, negative or absolute, got {stat!r}")
     if not 0 < alpha < 1:
         raise _fail(f"--alpha must be between 0 and 1, got {alpha}")
     if permutations < 1:
@@ -281,7 +281,7 @@ def power(
     time_col: Annotated[str, typer.Option(help="Column of the period (ISO date, datetime or integer).")] = "date",
     y_col: Annotated[str, typer.Option(help="Column of the outcome (visits, footfall).")] = "Y",
     permutation: Annotated[str, typer.Option(help="block or iid, as for `lift geo`.")] = "block",
-    contrast: Annotated[str, typer.Option(help="previous or none, as for `lift geo`.")] = "previous",
+    contrast: Annotated[str, typer.Option(help="previous, previous-sum or none, as for `lift geo`.")] = "previous",
     seed: Annotated[int | None, typer.Option(help="Seed of the random store draws and permutations.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:

@@ -28,30 +28,53 @@ of permuted residuals:
 
     p = mean over permutations pi of [ S(u at post) <= S(u at pi(post)) ].
 
-The statistic. GeoLift's (`contrast="none"`) is the post-period sum D = sum_post u_t, and
-S = |D| (stat_test "Total"), D ("Positive") or -D ("Negative"). The default here
-(`contrast="previous"`) subtracts the block of B = min(T1 - T0, T0) residuals just before the
-post-period, scaled to the post length: D = sum_post u_t - (T1 - T0)/B * sum_{T0-B <= t < T0} u_t,
-and the permutations move that reference block with the post block. Why: on real daily footfall
-(Auckland pedestrian counts, 2022-2025, sensors drawn at random as "treated", placebo windows
-with no intervention) the gap between a location and its synthetic control drifts slowly -
-sensors' surroundings change, and a convex combination of donors cannot follow a level that
-wanders - so the residuals are not stationary, which CWZ's permutations assume. The post block
-sits at the end of the window, where a drifting series minus its mean is furthest from zero (as
-a random walk minus its mean is), so |sum_post u| was too often the most extreme of the shifted
-blocks: the test rejected a true null at alpha 0.1 in 17% of 28-day windows after 182 days
-(block permutations; iid ones, which also ignore the serial correlation, in 54%). A drift moves
-adjacent blocks alike, so their difference is close to stationary (the increments of a random
-walk are), and the contrast brings the false-positive rate to 0.117 +- 0.008 (2,000 placebo
-tests; 0.10-0.13 for tests of 14 to 56 days after 91 to 364 days of history and 1 to 4 treated
-sensors, against 0.16-0.21 before), while the power on an injected +10% stays 0.47 (0.49
-before, at its inflated false-positive rate): the reference block adds noise, but the
-reference distribution is no longer inflated by drift. `bench/lift.py` measures it all, side
-by side. Part of the remaining excess is real change: sensors with outages (days below a fifth
-of their usual count) among the treated reject more often (0.13) than the others (0.09). The
-statistic is CWZ's choice to make (any function of the post-period residuals and the others is
-valid under exchangeability); the point estimates (weights, lift, ATT, incremental) are GeoLift's
-whatever the statistic.
+The statistic. With `contrast="none"` it is a function of the post-period residuals alone:
+`stat="total"` is S = |D| with D = sum_post u_t, "positive" D and "negative" -D (GeoLift's one-sided
+stat_test "Positive" and "Negative"). GeoLift's two-sided stat_test "Total" is not |D| but the sum of
+the absolute residuals, S = sum_post |u_t| (its `type_of_test`, and augsynth's default with q = 1):
+that is `stat="absolute"`, with which `contrast="none", permutation="iid", permutations=1000`
+reproduces GeoLift's p-value (`bench/geolift_walkthrough.py`: 0.0125 on average over 200 seeds,
+0.007-0.018 for 90% of them, on its walkthrough data; published 0.006 and 0.01, from single runs
+of 1,000 permutations; the weights, lift, ATT and incremental agree to every printed digit). It
+also rejects when the post-period residuals are merely more spread out (an outage of a heavily
+weighted control, say), not only when they are shifted, so it is not the default here. On the
+walkthrough, |D| with the same permutations gives 0.20: the null model, refitted on all 105 days,
+absorbs most of the effect (mean post residual 34 against an ATT of 156).
+
+The default here (`contrast="previous"`) compares the post block with the block of
+B = min(T1 - T0, T0) residuals just before it: Welch's t of the two blocks' means,
+S = |mean_post u - mean_ref u| / sqrt(s2_post / (T1 - T0) + s2_ref / B), each block with its own
+sample variance; the permutations move the reference block with the post block. Why a contrast:
+on real daily footfall (Auckland pedestrian counts, 2022-2025, sensors drawn at random as
+"treated", placebo windows with no intervention) the gap between a location and its synthetic
+control drifts slowly - sensors' surroundings change, and a convex combination of donors cannot
+follow a level that wanders - so the residuals are not stationary, which CWZ's permutations
+assume. The post block sits at the end of the window, where a drifting series minus its mean is
+furthest from zero (as a random walk minus its mean is), so |sum_post u| was too often the most
+extreme of the shifted blocks: the test rejected a true null at alpha 0.1 in 17% of 28-day
+windows after 182 days (`contrast="none"`, block permutations; iid ones, which also ignore the
+serial correlation, in 54%). A drift moves adjacent blocks alike, so their difference is close
+to stationary (the increments of a random walk are). Why studentised: the difference of the
+blocks' sums (`contrast="previous-sum"`, the default before) brought the rate to 0.117 +- 0.008,
+but tests whose treated sensors had an outage (days below a fifth of their usual count: a real
+change, not a campaign's) still rejected in 0.134 of windows against 0.091 without; dividing by
+the blocks' own spread weighs a block with an outage by its noise, and the rate is 0.106 +- 0.007
+(2,000 placebo tests; 0.086 with a treated outage, 0.085 without), 0.08-0.12 for tests of 14 to
+56 days after 91 to 364 days of history and 1 to 4 treated sensors (0.10-0.13 with the sums;
+182 + 14 days: 0.134 -> 0.106), with the power on an injected +10% unchanged (0.470; 0.472 with
+the sums, 0.49 without a contrast at its inflated rate) and the 90% intervals covering injected
++0/5/10% lifts in 0.93-0.94 of 200 windows (0.90 with the sums) at about the same width.
+`bench/lift.py` measures it all, side by side. Tried and not kept (same placebo windows):
+a reference block twice the test length (0.131), half of it (0.099 at 182 + 28 but 0.125 at
+182 + 14 and less power on long tests), residuals winsorised at 2-3 MADs (0.111-0.116), and
+weights refitted on all but each shifted block ("placebo in time": 0.168, not exchangeable).
+Refitting the null model under each permutation changes nothing: it is fitted on all T1 periods
+with every series demeaned, which does not depend on their order. Nor does a finite-sample
+correction: the identity is one of the T1 shifts, so P(p < alpha) <= alpha already under
+exchangeability. The statistic is CWZ's choice to make (any function of the post-period residuals
+and the others is valid under exchangeability); the point estimates (weights, lift, ATT,
+incremental) are GeoLift's whatever the statistic. With fewer than 2 periods in either block
+the difference of the sums is used.
 
 `permutation="iid"` draws `permutations` uniform random permutations of the T1 residuals (augsynth's
 and GeoLift's default, ns = 1000 there); `"block"` (default) uses the T1 cyclic shifts (CWZ's moving
@@ -332,7 +355,7 @@ class GeoLiftResult:
     permutations: int
     permutation: str
     stat: str
-    contrast: str = "none"  # test statistic: post-period sum ("none") or against the previous block
+    contrast: str = "none"  # test statistic: post-period alone ("none") or against the previous block
     interval_method: str = "jackknife+"  # conformal (test inversion), jackknife+ or none
     extra: dict[str, float] = field(default_factory=dict)
 
@@ -377,7 +400,15 @@ _STATS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "total": lambda s: np.abs(s),
     "positive": lambda s: s,
     "negative": lambda s: -s,
+    # GeoLift's two-sided "Total": the sum of the absolute residuals, computed by summing |u_t|
+    # (`_statistic_inputs`) and reading that sum as is
+    "absolute": lambda s: s,
 }
+
+
+def _statistic_inputs(resid: np.ndarray, stat: str) -> np.ndarray:
+    """The residuals whose (post-period) sum the statistic reads: |u_t| for "absolute", else u_t."""
+    return np.abs(resid) if stat == "absolute" else resid
 
 
 def _demeaned_fit(y0: np.ndarray, y1: np.ndarray, fit_cols: slice,
@@ -414,29 +445,63 @@ class _NullModel:
         return r1 - w[support] @ self.r0[support]
 
 
-CONTRASTS = ("previous", "none")
+CONTRASTS = ("previous", "none", "previous-sum")
 
 
 def _baseline_length(t0: int, t1: int, contrast: str) -> int:
     """Periods of the reference block just before the post-period (0: no contrast)."""
     if contrast not in CONTRASTS:
         raise LiftInputError(f"contrast must be one of {', '.join(CONTRASTS)}, got {contrast!r}")
-    return min(t1 - t0, t0) if contrast == "previous" else 0
+    return min(t1 - t0, t0) if contrast != "none" else 0
+
+
+def _studentised(contrast: str, n_post: int, base: int) -> bool:
+    """Whether the contrast is studentised: "previous" with at least 2 periods in each block."""
+    return contrast == "previous" and n_post >= 2 and base >= 2
+
+
+def _contrast_t(post_sum: np.ndarray, post_sq: np.ndarray, ref_sum: np.ndarray, ref_sq: np.ndarray,
+                n_post: int, base: int, floor: float) -> np.ndarray:
+    """Welch's t of the post block's mean against the reference block's, from sums and sums of squares."""
+    m_post, m_ref = post_sum / n_post, ref_sum / base
+    v_post = np.maximum(post_sq - n_post * m_post * m_post, 0.0) / (n_post - 1)
+    v_ref = np.maximum(ref_sq - base * m_ref * m_ref, 0.0) / (base - 1)
+    return (m_post - m_ref) / np.sqrt(np.maximum(v_post / n_post + v_ref / base, floor))
 
 
 def _null_statistics(resid: np.ndarray, t0: int, stat_fn: Callable[[np.ndarray], np.ndarray],
                      permutation: str, orders: np.ndarray | None,
-                     base: int) -> tuple[float, np.ndarray]:
+                     base: int, studentise: bool = False) -> tuple[float, np.ndarray]:
     """The observed statistic and its permutation distribution.
 
     The statistic is stat_fn of the post residuals' sum (`base` = 0), or of the difference between
     the post residuals' mean and the mean of the `base` residuals just before them, scaled to a
-    post-period total. Block permutations move both blocks together (cyclic shifts); iid ones
-    permute all residuals and read the same positions (`orders`: the permuted positions
-    t0 - base .. t1 - 1 of each permutation).
+    post-period total (`studentise` False) or divided by its standard error (Welch's t: each
+    block's own variance, `studentise` True). Block permutations move both blocks together (cyclic
+    shifts); iid ones permute all residuals and read the same positions (`orders`: the permuted
+    positions t0 - base .. t1 - 1 of each permutation).
     """
     t1 = resid.shape[0]
     n_post = t1 - t0
+    if studentise:
+        floor = max(1e-24 * float(np.mean(resid * resid)), 1e-300)  # a perfect fit gives t = 0, not 0/0
+        if permutation == "block":
+            tripled = np.concatenate([resid, resid, resid])
+            c1 = np.concatenate([[0.0], np.cumsum(tripled)])
+            c2 = np.concatenate([[0.0], np.cumsum(tripled * tripled)])
+            j = np.arange(t1) + t1
+            null = _contrast_t(c1[j + t1] - c1[j + t0], c2[j + t1] - c2[j + t0],
+                               c1[j + t0] - c1[j + t0 - base], c2[j + t0] - c2[j + t0 - base],
+                               n_post, base, floor)
+        else:
+            assert orders is not None
+            post, ref = resid[orders[:, base:]], resid[orders[:, :base]]
+            null = _contrast_t(post.sum(axis=1), (post * post).sum(axis=1), ref.sum(axis=1),
+                               (ref * ref).sum(axis=1), n_post, base, floor)
+        post_o, ref_o = resid[t0:], resid[t0 - base:t0]
+        observed = _contrast_t(np.array(post_o.sum()), np.array(post_o @ post_o),
+                               np.array(ref_o.sum()), np.array(ref_o @ ref_o), n_post, base, floor)
+        return float(stat_fn(observed)), stat_fn(null)
     if permutation == "block":
         csum = np.concatenate([[0.0], np.cumsum(np.concatenate([resid, resid, resid]))])
         j = np.arange(t1) + t1  # shift j, offset by one copy so that the reference block may wrap
@@ -452,8 +517,12 @@ def _null_statistics(resid: np.ndarray, t0: int, stat_fn: Callable[[np.ndarray],
     return float(stat_fn(np.array(observed))), stat_fn(sums)
 
 
-def _p_from(observed: float, null: np.ndarray) -> float:
-    return float(np.mean(observed <= null + 1e-12 * max(1.0, abs(observed))))
+def _p_from(observed: float, null: np.ndarray, sampled: bool = False) -> float:
+    """Share of the null statistics at least as extreme as the observed one. With `sampled` (random
+    permutations, which need not include the observed order) the observed order is counted in:
+    (1 + k) / (1 + n), so the p-value is never 0 and stays valid (Phipson and Smyth, 2010)."""
+    k = int(np.sum(observed <= null + 1e-12 * max(1.0, abs(observed))))
+    return (1 + k) / (1 + len(null)) if sampled else k / len(null)
 
 
 def _iid_orders(t1: int, t0: int, base: int, permutations: int, rng: np.random.Generator,
@@ -481,7 +550,9 @@ def conformal_p_value(y0: np.ndarray, y1: np.ndarray, t0: int, permutations: int
 
     `y0` is J x T (controls), `y1` the T values of the average treated location, post = t >= t0.
     `contrast="previous"` tests the post residuals against the block of residuals just before
-    them (the calibrated default of `synthetic_control`); "none" is GeoLift's sum statistic.
+    them (Welch's t: the calibrated default of `synthetic_control`; "previous-sum": the difference of
+    the blocks' sums, the former default); "none" reads the post residuals alone.
+    `stat="absolute"` with `contrast="none"` is GeoLift's two-sided statistic (sum of |u_t|).
     """
     if stat not in _STATS:
         raise LiftInputError(f"stat must be one of {sorted(_STATS)}, got {stat!r}")
@@ -498,8 +569,9 @@ def conformal_p_value(y0: np.ndarray, y1: np.ndarray, t0: int, permutations: int
         orders = _iid_orders(t1, t0, base, permutations, rng, progress)
     elif progress:
         progress(t1, t1)
-    observed, null = _null_statistics(resid, t0, _STATS[stat], permutation, orders, base)
-    return _p_from(observed, null)
+    observed, null = _null_statistics(_statistic_inputs(resid, stat), t0, _STATS[stat], permutation,
+                                      orders, base, _studentised(contrast, t1 - t0, base))
+    return _p_from(observed, null, sampled=permutation == "iid")
 
 
 def conformal_interval(y0: np.ndarray, y1: np.ndarray, t0: int, alpha: float = 0.1, *,
@@ -525,6 +597,7 @@ def conformal_interval(y0: np.ndarray, y1: np.ndarray, t0: int, alpha: float = 0
     post[t0:] = 1.0
     orders = _iid_orders(t1, t0, base, permutations, rng) if permutation == "iid" else None
     stat_fn = _STATS["total"]
+    studentise = _studentised(contrast, t1 - t0, base)
     evaluations = 0
 
     def observed_sum(h: float) -> float:
@@ -535,8 +608,8 @@ def conformal_interval(y0: np.ndarray, y1: np.ndarray, t0: int, alpha: float = 0
         nonlocal evaluations
         evaluations += 1
         observed, null = _null_statistics(model.residuals(y1 - h * post), t0, stat_fn,
-                                          permutation, orders, base)
-        return _p_from(observed, null) > alpha
+                                          permutation, orders, base, studentise)
+        return _p_from(observed, null, sampled=permutation == "iid") > alpha
 
     if center is None:
         # The root of the observed statistic, where p = 1: for fixed weights it is linear in h
@@ -634,10 +707,14 @@ def synthetic_control(panel: GeoPanel, treated: Sequence[str], post_start: Hasha
 
     Locations with any missing value in the analysed periods are an error (drop them first with
     `GeoPanel.complete_locations`). Every other location is a control. `contrast` chooses the
-    statistic of the conformal test and interval ("previous": the post-period against the block
-    just before it, the calibrated default; "none": GeoLift's post-period sum); `interval_method`
-    is "conformal" (CWZ's test inversion, the default) or "jackknife+" (GeoLift's);
-    `interval=False` skips the interval.
+    statistic of the conformal test and interval ("previous": Welch's t of the post-period against
+    the block just before it, the calibrated default; "previous-sum": the difference of their sums,
+    the former default; "none": the post-period alone). `stat` is "total"
+    (|post-period sum|), "positive" or "negative" (one-sided), or "absolute" (sum of the absolute
+    post-period residuals: GeoLift's two-sided "Total"; GeoLift's p-value is `contrast="none",
+    stat="absolute", permutation="iid", permutations=1000`); the interval always inverts the
+    two-sided "total" test. `interval_method` is "conformal" (CWZ's test inversion, the default)
+    or "jackknife+" (GeoLift's); `interval=False` skips the interval.
     `progress(stage, done, total)` is called during the permutation test (stage "permutations")
     and the interval (stage "interval" or "jackknife+").
     """
