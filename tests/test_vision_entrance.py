@@ -16,6 +16,7 @@ import pytest
 from scipy.optimize import linear_sum_assignment
 
 from edge.vision.counter import VisionPipeline, VisionSettings
+from edge.vision.detect import Detections
 from firmware_sim.entrance import busy_door
 from firmware_sim.plan import load_plan
 
@@ -81,3 +82,36 @@ def test_overhead_door_counts_in_and_out_within_one_percent(overhead) -> None:
         assert report[d]["count_accuracy"] >= 0.99, report
         # and not by errors cancelling out: the counted crossings are the true ones, within 1.5 s
         assert report[d]["f1"] >= 0.98, report
+
+
+def test_oblique_door_tracking_and_counting_lose_little_with_perfect_detections() -> None:
+    # The oblique door (3 m up, 3.5 m inside) is short of 99% with the blob detector (bench/vision_entrance.py).
+    # Fed every person's true box, the same tracker and counter count it within 2% each way: what is lost
+    # is in detection. Only people at most half hidden (what a detector has to see) leave many more out.
+    scene = busy_door(PLAN, "oblique", parties=PARTIES, seed=1)
+    truth = scene.truth()
+    size = (scene.renderer.camera.height, scene.renderer.camera.width)
+    accuracy = {}
+    for label, max_hidden in (("perfect", None), ("visible", 0.5)):
+        pipe = VisionPipeline(VisionSettings(**scene.counter_settings()))
+        counted = Counter()
+        for i in range(int(scene.duration_s * scene.fps)):
+            boxes = Detections.from_boxes(scene.person_boxes(i / scene.fps, max_hidden))
+            for c in pipe.process_detections(boxes, i + 1, size).crossings:
+                counted[pipe.line.in_out(c.direction)] += 1
+        accuracy[label] = {d: 1 - abs(counted[d] - (truth.entries if d == "in" else truth.exits))
+                           / (truth.entries if d == "in" else truth.exits) for d in ("in", "out")}
+    assert min(accuracy["perfect"].values()) >= 0.98, accuracy
+    assert max(accuracy["visible"].values()) < min(accuracy["perfect"].values()), accuracy
+
+
+def test_person_boxes_and_detections_from_elsewhere() -> None:
+    scene = busy_door(PLAN, "oblique", parties=10, seed=2)
+    t = next(t for _, t, _ in ((i, i / scene.fps, None) for i in range(600)) if len(scene.person_boxes(t)) >= 3)
+    every, seen = scene.person_boxes(t), scene.person_boxes(t, max_hidden=0.0)
+    assert len(seen) <= len(every) and all(w > 0 and h > 0 for _, _, w, h in every)
+    with pytest.raises(ValueError, match="overhead"):
+        busy_door(PLAN, "overhead", parties=2, seed=1).person_boxes(0.0)
+    pipe = VisionPipeline(VisionSettings(**scene.counter_settings()))
+    with pytest.raises(ValueError, match="frame_size"):
+        pipe.process_detections(Detections.from_boxes(every), 1)
