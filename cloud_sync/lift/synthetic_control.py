@@ -481,40 +481,31 @@ def _null_statistics(resid: np.ndarray, t0: int, stat_fn: Callable[[np.ndarray],
     shifts); iid ones permute all residuals and read the same positions (`orders`: the permuted
     positions t0 - base .. t1 - 1 of each permutation).
     """
-    t1 = resid.shape[0]
-    n_post = t1 - t0
+    n_post = resid.shape[0] - t0
+    post, ref = _block_sums(resid, t0, base, permutation, orders)
+    obs_post, obs_ref = resid[t0:], resid[t0 - base:t0]
     if studentise:
         floor = max(1e-24 * float(np.mean(resid * resid)), 1e-300)  # a perfect fit gives t = 0, not 0/0
-        if permutation == "block":
-            tripled = np.concatenate([resid, resid, resid])
-            c1 = np.concatenate([[0.0], np.cumsum(tripled)])
-            c2 = np.concatenate([[0.0], np.cumsum(tripled * tripled)])
-            j = np.arange(t1) + t1
-            null = _contrast_t(c1[j + t1] - c1[j + t0], c2[j + t1] - c2[j + t0],
-                               c1[j + t0] - c1[j + t0 - base], c2[j + t0] - c2[j + t0 - base],
-                               n_post, base, floor)
-        else:
-            assert orders is not None
-            post, ref = resid[orders[:, base:]], resid[orders[:, :base]]
-            null = _contrast_t(post.sum(axis=1), (post * post).sum(axis=1), ref.sum(axis=1),
-                               (ref * ref).sum(axis=1), n_post, base, floor)
-        post_o, ref_o = resid[t0:], resid[t0 - base:t0]
-        observed = _contrast_t(np.array(post_o.sum()), np.array(post_o @ post_o),
-                               np.array(ref_o.sum()), np.array(ref_o @ ref_o), n_post, base, floor)
+        post_sq, ref_sq = _block_sums(resid * resid, t0, base, permutation, orders)
+        null = _contrast_t(post, post_sq, ref, ref_sq, n_post, base, floor)
+        observed = _contrast_t(np.array(obs_post.sum()), np.array(obs_post @ obs_post),
+                               np.array(obs_ref.sum()), np.array(obs_ref @ obs_ref), n_post, base, floor)
         return float(stat_fn(observed)), stat_fn(null)
+    null = post - ref * (n_post / base) if base else post
+    observed = obs_post.sum() - (obs_ref.sum() * (n_post / base) if base else 0.0)
+    return float(stat_fn(np.array(observed))), stat_fn(null)
+
+
+def _block_sums(values: np.ndarray, t0: int, base: int, permutation: str,
+                orders: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per permutation, the sums of `values` over the post block and over the `base` periods before it."""
+    t1 = values.shape[0]
     if permutation == "block":
-        csum = np.concatenate([[0.0], np.cumsum(np.concatenate([resid, resid, resid]))])
+        csum = np.concatenate([[0.0], np.cumsum(np.concatenate([values, values, values]))])
         j = np.arange(t1) + t1  # shift j, offset by one copy so that the reference block may wrap
-        sums = csum[j + t1] - csum[j + t0]
-        if base:
-            sums = sums - (csum[j + t0] - csum[j + t0 - base]) * (n_post / base)
-    else:
-        assert orders is not None
-        sums = resid[orders[:, base:]].sum(axis=1)
-        if base:
-            sums = sums - resid[orders[:, :base]].sum(axis=1) * (n_post / base)
-    observed = resid[t0:].sum() - (resid[t0 - base:t0].sum() * (n_post / base) if base else 0.0)
-    return float(stat_fn(np.array(observed))), stat_fn(sums)
+        return csum[j + t1] - csum[j + t0], csum[j + t0] - csum[j + t0 - base]
+    assert orders is not None
+    return values[orders[:, base:]].sum(axis=1), values[orders[:, :base]].sum(axis=1)
 
 
 def _p_from(observed: float, null: np.ndarray, sampled: bool = False) -> float:
