@@ -26,7 +26,7 @@ from edge.vision.mot import (
     score_crossings,
     true_crossings,
 )
-from edge.vision.detect import Detections
+from edge.vision.detect import BlobDetector, Detections, head_cuts
 from edge.vision.track import Track, Tracker
 from omnisense.vision_cli import vision_app
 
@@ -165,6 +165,36 @@ def test_line_counter_hysteresis_occupancy_and_reset() -> None:
 
 def _confirmed(track_id: int, foot: tuple[float, float], w: float = 20, h: float = 50) -> Track:
     return Track(track_id, np.array([*foot, 0.0, 0.0]), np.diag([4.0, 4.0, 1.0, 1.0]), w, h, hits=5, confirmed=True)
+
+
+def test_a_broad_person_beside_a_slim_one_is_cut_between_their_heads() -> None:
+    # Shoulder to shoulder: a broad person (2 person-widths, e.g. in a coat with bags) and a slim one (0.75).
+    # The blob is 2.75 widths wide: cut into equal columns it would be three people, one of them half of each.
+    bg = background()
+    detector = BlobDetector(W, H, PW, PH, perspective=0)
+    for _ in range(WARMUP):
+        detector.detect(bg)
+    f = bg.copy()
+    broad, slim = (140.0, 200.0), (140.0 + PW + 0.375 * PW, 200.0)
+    cv2.ellipse(f, (int(broad[0]), int(broad[1] - PH / 2)), (PW, PH // 2), 0, 0, 360, (35, 30, 40), -1)
+    cv2.ellipse(f, (int(slim[0]), int(slim[1] - PH / 2)), (int(0.375 * PW), PH // 2), 0, 0, 360, (35, 30, 40), -1)
+    det = detector.detect(f)
+    assert len(det) == 2
+    assert np.allclose(sorted(det.foot_x), [broad[0], slim[0]], atol=2.0)
+    assert np.allclose(det.foot_y, 200, atol=2.0)
+
+
+def test_head_cuts_need_two_heads_standing_out() -> None:
+    blob = np.zeros((44, 40), np.uint8)
+    blob[4:, 0:40] = 255                      # a flat top: a wide object or people with no heads showing
+    assert head_cuts(blob, PW, PH) is None
+    blob[:4, 4:12] = blob[:4, 28:36] = 255    # two bumps of 4 px: less than a head above the shoulders
+    assert head_cuts(blob, PW, PH) is None
+    blob[:] = 0
+    blob[10:, :] = 255
+    blob[:10, 2:14] = blob[:10, 26:38] = 255  # two heads 10 px above the shoulders, 24 px apart
+    cuts = head_cuts(blob, PW, PH)
+    assert cuts is not None and cuts[0] == 0 and cuts[-1] == 40 and len(cuts) == 3 and 14 <= cuts[1] <= 26
 
 
 def _feet(*feet: tuple[float, float], w: float = 20, h: float = 50) -> Detections:

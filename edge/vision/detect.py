@@ -11,8 +11,12 @@ Works with no downloaded weights. Per frame:
    shadow pixels (value 127) are dropped, only 255 is foreground;
 4. morphology: an opening removes speckle, a closing sized by the person joins a body's pieces;
 5. contours become blobs; blobs under a tenth of a person's box are noise; a blob wider (taller) than one
-   person is split into k = round(w / person_w) columns (rows), each trimmed to its own foreground,
-   which separates groups walking side by side (or one behind the other in an oblique view).
+   person (k = round(w / person_w) > 1 columns, or rows) is split into columns (rows), each trimmed to its
+   own foreground, which separates groups walking side by side (or one behind the other in an oblique
+   view). The columns are cut between heads where the blob's upper outline shows them (peaks that stand a
+   head above the shoulders between them, a head's spacing apart: W4's silhouette-peak idea), so a broad
+   person beside a slim one is cut between the two, not down the middle of the broad one; else into k
+   equal columns.
 
 All sizes are in the pixels of the frame given (not of the downscaled copy).
 
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy.signal import find_peaks
 
 _FLOOD = 0.35          # foreground share of the frame above which the background is rebuilt
 _MIN_AREA = 0.10       # blobs with less foreground than this share of a person's box are noise; a head seen from
@@ -38,6 +43,9 @@ _MIN_AREA = 0.10       # blobs with less foreground than this share of a person'
 _SPLIT_BIAS = 0.15     # k = floor(w / person_w + 0.5 - bias): a blob must be clearly wider to split
 _WARMUP = 50           # frames after start (or a rebuild) with a fast, 1/n, learning rate
 _MIN_SCALE = 0.2       # the perspective never shrinks a person below this share of the centre size
+_HEAD_DROP = 0.12      # of a person's height: from the top of the head down to the shoulders, about 20 cm
+_HEAD_SPACING = 0.6    # of a person's width (0.4 x height): heads of people shoulder to shoulder are this far apart
+_HEAD_SPLIT = 1.2      # blobs being split that are at least this many person widths wide are searched for heads
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,31 @@ class PersonSize:
             return top + self.height_mid
         y = (top + self.height_mid * (1 - self.perspective / 2)) / (1 - k)
         return max(y, top + _MIN_SCALE * self.height_mid)
+
+
+def head_cuts(blob: np.ndarray, person_w: float, person_h: float) -> list[int] | None:
+    """Column boundaries (from 0 to the blob's width) between the heads on a blob mask's upper outline, cut
+    at the lowest point of the outline between two heads; None when fewer than two heads stand out. Two
+    neighbouring peaks are two heads when both stand `_HEAD_DROP` of a person above the lowest point between
+    them; otherwise they are one (the higher)."""
+    h, w = blob.shape
+    top = np.where(blob.any(axis=0), blob.argmax(axis=0), h)
+    outline = (h - top).astype(np.float64)  # foreground height per column
+    k = max(1, int(0.25 * person_w) | 1)     # smooth over a quarter of a person's width: ragged edges are not heads
+    outline = np.convolve(np.pad(outline, k // 2, mode="edge"), np.ones(k) / k, mode="valid")
+    # padded with zeros, so that a head at the blob's edge is a peak too
+    peaks, _ = find_peaks(np.pad(outline, 1), distance=max(1.0, _HEAD_SPACING * person_w))
+    drop = _HEAD_DROP * person_h
+    heads: list[int] = []
+    for p in (int(v) - 1 for v in peaks):
+        if heads and min(outline[heads[-1]], outline[p]) - outline[heads[-1]:p + 1].min() < drop:
+            if outline[p] > outline[heads[-1]]:
+                heads[-1] = p
+            continue
+        heads.append(p)
+    if len(heads) < 2:
+        return None
+    return [0, *(int(a + np.argmin(outline[a:b + 1])) for a, b in zip(heads[:-1], heads[1:])), w]
 
 
 def _split_count(extent: float, person: float) -> int:
@@ -175,8 +208,10 @@ class BlobDetector:
                 boxes.append((x, y, w, foot - y))
                 continue
             sub = mask[y:y + h, x:x + w]
-            for c in range(kc):
-                x0, x1 = c * w // kc, (c + 1) * w // kc
+            cuts = head_cuts(sub, pw, ph) if w >= _HEAD_SPLIT * pw else None
+            if cuts is None:
+                cuts = [c * w // kc for c in range(kc + 1)]
+            for x0, x1 in zip(cuts[:-1], cuts[1:]):
                 for r in range(kr):
                     y0, y1 = r * h // kr, (r + 1) * h // kr
                     cell = sub[y0:y1, x0:x1]
