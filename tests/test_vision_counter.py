@@ -26,7 +26,7 @@ from edge.vision.mot import (
     score_crossings,
     true_crossings,
 )
-from edge.vision.detect import BlobDetector, Detections, head_cuts
+from edge.vision.detect import BlobDetector, Detections, _peaks, head_cuts
 from edge.vision.track import Track, Tracker
 from omnisense.vision_cli import vision_app
 
@@ -195,6 +195,16 @@ def test_head_cuts_need_two_heads_standing_out() -> None:
     blob[:10, 2:14] = blob[:10, 26:38] = 255  # two heads 10 px above the shoulders, 24 px apart
     cuts = head_cuts(blob, PW, PH)
     assert cuts is not None and cuts[0] == 0 and cuts[-1] == 40 and len(cuts) == 3 and 14 <= cuts[1] <= 26
+
+
+def test_head_peaks_are_scipys_find_peaks_with_a_distance() -> None:
+    # The detector finds peaks itself (importing scipy.signal costs 30 MB of a Pi's memory); same answer.
+    from scipy.signal import find_peaks
+    rng = np.random.default_rng(3)
+    for _ in range(500):
+        v = np.convolve(rng.random(int(rng.integers(1, 60))) * 40, np.ones(3) / 3, mode="same")
+        spacing = float(rng.uniform(1, 12))
+        assert _peaks(v, spacing) == [int(p) - 1 for p in find_peaks(np.pad(v, 1), distance=spacing)[0]]
 
 
 def _feet(*feet: tuple[float, float], w: float = 20, h: float = 50) -> Detections:
