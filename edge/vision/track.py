@@ -2,7 +2,7 @@
 
 Each track filters its foot point (x, y, vx, vy) with a constant-velocity Kalman filter and smooths
 its box size. Per frame: predict every track, assign detections to tracks by
-`scipy.optimize.linear_sum_assignment` on the distance between predicted and detected foot points;
+`linear_sum_assignment` (edge.vision.assign: SciPy's algorithm, without SciPy's memory) on the distance between predicted and detected foot points;
 pairs farther apart than the gate (`gate_px`, how far a person can get from where they were expected
 in one frame) are not made, and leaving a track unmatched costs its gate, so a pair is made only when
 it lowers the total: a track whose person is hidden coasts rather than take a neighbour's detection
@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
+from edge.vision.assign import linear_sum_assignment
 from edge.vision.detect import Detections
 
 _F = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=np.float64)
