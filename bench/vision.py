@@ -11,8 +11,7 @@ across a textured background) are used for the speed figures only, and the accur
   `--baseline-frames`, since it is slow).
 - accuracy (footage only): both lines x=384 and y=288 (native pixels, x0.625 in the video) against
   gt.txt: count accuracy, precision/recall/F1 per direction, people-in-view MAE.
-- peak RSS (ru_maxrss) is read after the omnisense runs, before the scoring code (SciPy) is imported
-  and before the baseline loads HOG: the memory of what a camera node runs.
+- peak RSS (ru_maxrss) is read after the omnisense runs, before the baseline loads HOG.
 
 Usage: python bench/vision.py [--baseline-frames 60]
 """
@@ -37,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.support.timing import pin
 from edge.vision.counter import LineCounter, VisionPipeline, VisionSettings
 from edge.vision.line import DIRECTIONS, CountingLine
+from edge.vision.mot import mean_absolute_error, people_per_frame, read_gt, score_crossings, true_crossings
 from edge.vision.track import Track
 
 FOOTAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "footage" / "pets09_s2l1"
@@ -158,8 +158,6 @@ def main() -> None:
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     if have:
-        # scoring needs SciPy, which a node does not load: imported once the counter's peak RSS is read
-        from edge.vision.mot import mean_absolute_error, people_per_frame, read_gt, score_crossings, true_crossings
         gt = read_gt(FOOTAGE / "gt.txt")
         for line in LINES:
             _, n, crossings, seen = run_pipeline(None, None, line, SCALE)

@@ -15,22 +15,10 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import cv2
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from edge.vision.counter import VisionPipeline, VisionSettings
-from edge.vision.line import DIRECTIONS, CountingLine, LineError
-from edge.vision.mot import (
-    GroundTruthError,
-    mean_absolute_error,
-    people_per_frame,
-    read_gt,
-    score_crossings,
-    true_crossings,
-)
 from omnisense.runtime import err_console
 
 vision_app = typer.Typer(
@@ -80,6 +68,22 @@ def eval_(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Count line crossings and people in view in VIDEO and score them against the ground truth."""
+    # OpenCV and the counter are imported here, not with the CLI: every `omnisense` process (a radio node,
+    # the gateway) would otherwise map OpenCV's 35 MB.
+    import cv2
+    import numpy as np
+
+    from edge.vision.counter import VisionPipeline, VisionSettings
+    from edge.vision.line import DIRECTIONS, CountingLine, LineError
+    from edge.vision.mot import (
+        GroundTruthError,
+        mean_absolute_error,
+        people_per_frame,
+        read_gt,
+        score_crossings,
+        true_crossings,
+    )
+
     if gt_scale <= 0:
         raise _fail(f"--gt-scale must be positive, got {gt_scale}")
     try:

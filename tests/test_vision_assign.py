@@ -53,8 +53,17 @@ def test_bad_matrices_are_refused_with_the_reason() -> None:
     assert len(rows) == len(cols) == 0
 
 
-def test_the_counting_pipeline_does_not_load_scipy() -> None:
-    # SciPy's optimize package maps about 55 MB into a camera node; the counter must not need it.
-    code = "import sys, edge.vision.counter; print(sorted(m for m in sys.modules if m.split('.')[0] == 'scipy'))"
+def _loaded(module: str) -> set[str]:
+    code = f"import sys, {module}; print(' '.join(sorted(m for m in sys.modules if '.' not in m)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    return set(out.stdout.split())
+
+
+def test_the_camera_counter_does_not_load_scipy() -> None:
+    # SciPy's optimize package maps about 55 MB into a camera node; counting and scoring must not need it.
+    assert "scipy" not in _loaded("edge.vision.counter") | _loaded("edge.vision.mot")
+
+
+def test_the_omnisense_command_loads_neither_scipy_nor_opencv_until_a_command_needs_them() -> None:
+    # Every node and the gateway start through this module: a radio node has no use for OpenCV or SciPy.
+    assert not {"scipy", "cv2"} & _loaded("omnisense.cli")

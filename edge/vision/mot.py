@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
+from edge.vision.assign import linear_sum_assignment
 from edge.vision.counter import Crossing, point_in_polygon
 from edge.vision.line import DIRECTIONS, CountingLine
 
