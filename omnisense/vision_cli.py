@@ -69,7 +69,7 @@ def eval_(
 ) -> None:
     """Count line crossings and people in view in VIDEO and score them against the ground truth."""
     # OpenCV and the counter are imported here, not with the CLI: every `omnisense` process (a radio node,
-    # the gateway) would otherwise map OpenCV's 35 MB.
+    # the gateway) would otherwise map OpenCV with numpy, about 55 MB.
     import cv2
     import numpy as np
 

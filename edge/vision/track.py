@@ -1,16 +1,16 @@
 """SORT-like tracking of foot points: constant-velocity Kalman filter, Hungarian assignment.
 
-Each track filters its foot point (x, y, vx, vy) with a constant-velocity Kalman filter and smooths
-its box size. Per frame: predict every track, assign detections to tracks by `linear_sum_assignment`
+Each track filters its foot point (x, y, vx, vy) with a constant-velocity Kalman filter and smooths its
+box size. Per frame: predict every track, assign detections to tracks by `linear_sum_assignment`
 (`edge.vision.assign`: SciPy's algorithm without SciPy's memory) on the distance between predicted and
 detected foot points; pairs farther apart than the gate (`gate_px`, how far a person can get from where
 they were expected in one frame) are not made, and leaving a track unmatched costs its gate, so a pair
-is made only when it lowers the total: a track whose person is hidden coasts rather than take a neighbour's detection
-(maximising the number of pairs instead swaps two people whose paths cross). Confirmed tracks are
-matched first, tentative ones with what is left (ByteTrack's idea of letting the established tracks
-choose first). A track is confirmed after `min_hits` consecutive matches; a tentative track dies at
-its first miss; a confirmed one coasts on its prediction for up to `max_age` frames (a person hidden
-behind another) and then dies.
+is made only when it lowers the total: a track whose person is hidden coasts rather than take a
+neighbour's detection (maximising the number of pairs instead swaps two people whose paths cross).
+Confirmed tracks are matched first, tentative ones with what is left (ByteTrack's idea of letting the
+established tracks choose first). A track is confirmed after `min_hits` consecutive matches; a tentative
+track dies at its first miss; a confirmed one coasts on its prediction for up to `max_age` frames (a
+person hidden behind another) and then dies.
 
 Occlusion (`occlusion=True`, for oblique views): a confirmed track whose predicted box is more than
 `OCCLUDED` covered by a nearer track's box (nearer = feet lower in the image) is behind someone. Its
