@@ -83,9 +83,26 @@ class Phone:
         raw[0] = (raw[0] & 0xFC) | 0x02  # locally administered, unicast
         return bytes(raw)
 
+    def addresses(self, t0: float, t1: float, seed: int, rotation_s: float) -> set[bytes]:
+        """Every address this phone can put on air in [t0, t1]: its global MAC and its BLE and Wi-Fi
+        address in each rotation period the interval touches, whether or not it transmitted then."""
+        found = {self.global_mac}
+        if self.ble:
+            found |= {bytes.fromhex(self.ble_address(t, seed, rotation_s).replace(":", ""))
+                      for t in _one_time_per_period(t0, t1, rotation_s, self.index * 97.0)}
+        if self.wifi:
+            found |= {self.wifi_mac(t, seed) for t in _one_time_per_period(t0, t1, self.mac_lifetime_s, self.index * 31.0)}
+        return found
+
     def eid(self, when: float, rotation_exponent: int) -> bytes:
         assert self.identity_key is not None
         return ephemeral_id(self.identity_key, rotation_exponent, int(when) - self.beacon_offset)
+
+
+def _one_time_per_period(t0: float, t1: float, period: float, offset: float) -> list[float]:
+    """A time in the middle of each period of `(t + offset) // period` that [t0, t1] touches."""
+    first, last = int((t0 + offset) // period), int((t1 + offset) // period)
+    return [(k + 0.5) * period - offset for k in range(first, last + 1)]
 
 
 def _digest(seed: int, *parts: object) -> bytes:

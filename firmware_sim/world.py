@@ -72,6 +72,15 @@ class World:
         self._renderers: dict[str, FrameRenderer] = {}
         self.addresses_used: set[str] = set()
 
+    def addresses_possible(self) -> set[bytes]:
+        """Every address any phone can have put on air this day: a superset of `addresses_used` that
+        needs no radio simulation, so a privacy check can search for all of them in seconds."""
+        rotation_s = self.plan.phones.ble_address_rotation_s
+        found: set[bytes] = set()
+        for phone in self.phones:
+            found |= phone.addresses(phone.track.t0, phone.track.t1, self.seed, rotation_s)
+        return found
+
     def figures(self, t: float) -> list[Figure]:
         active = np.flatnonzero((self._vis_t0 <= t) & (self._vis_t1 > t))
         out = []

@@ -18,11 +18,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import paho.mqtt.client as paho
 
 from firmware_sim.plan import default_start, load_plan
 from firmware_sim.radio_sources import DEFAULT_PLAN
-from firmware_sim.sources import RadioFeed
 from firmware_sim.world import World
 from tests.conftest import STORE, GatewayProc, Mosquitto, Service, wait_for
 
@@ -47,9 +47,14 @@ def macs_in(blob: bytes, macs: set[bytes], binary: bool = False) -> set[bytes]:
         found.add(bytes.fromhex(match.group().replace(b":", b"").replace(b"-", b"").decode()))
     for match in DOTTED.finditer(text):
         found.add(bytes.fromhex(match.group().replace(b".", b"").decode()))
-    if binary:
-        view = memoryview(blob)
-        found.update(bytes(view[i:i + 6]) for i in range(len(blob) - 5))
+    if binary and len(blob) >= 6:
+        raw = np.frombuffer(blob, dtype=np.uint8)
+        as_int = raw[:len(raw) - 5].astype(np.uint64)  # the 6 bytes from each offset, read big-endian
+        for i in range(1, 6):
+            as_int <<= np.uint64(8)
+            as_int |= raw[i:len(raw) - 5 + i]
+        wanted = np.array([int.from_bytes(m, "big") for m in macs if len(m) == 6], dtype=np.uint64)
+        found.update(int(v).to_bytes(6, "big") for v in np.intersect1d(as_int, wanted))
     return found & macs
 
 
@@ -95,7 +100,8 @@ def node_service(broker: Mosquitto, workdir: Path, node_id: str, sim: dict[str, 
 
 
 def run_store_day(mosquitto: Mosquitto, tmp_path: Path, services: list) -> dict[str, Any]:
-    """The plan's whole opening day, from the first to the last hour with visitors."""
+    """The plan's whole opening day, from the first to the last hour with visitors. The addresses
+    returned are every one a phone could have used that day (`World.addresses_possible`)."""
     plan = load_plan(DEFAULT_PLAN)
     start = default_start(plan, DAY)
     open_hours = [h for h, v in enumerate(plan.traffic.hourly_visitors) if v > 0]
@@ -129,12 +135,7 @@ def run_store_day(mosquitto: Mosquitto, tmp_path: Path, services: list) -> dict[
     for service in [*nodes, gateway]:
         assert service.stop() == 0, service.output()
     recorder.stop()
-    world = World(plan, SEED, start, start + hours * 3600, warmup_s=1800)
-    feed = RadioFeed(world)
-    while feed.advance():
-        pass
-    addresses = {bytes.fromhex(a.replace(":", "")) for a in world.addresses_used}
-    addresses |= {p.global_mac for p in world.phones}
+    addresses = World(plan, SEED, start, start + hours * 3600, warmup_s=1800).addresses_possible()
     return {"gateway": gateway, "nodes": nodes, "recorder": recorder, "addresses": addresses}
 
 

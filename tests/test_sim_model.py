@@ -84,6 +84,21 @@ def test_the_same_seed_gives_the_same_truth_and_sensor_output(plan: StorePlan) -
     assert len(first[1]) > 0
 
 
+def test_every_address_a_phone_puts_on_air_is_among_the_possible_ones(plan: StorePlan) -> None:
+    """The privacy test searches for `addresses_possible` instead of replaying the radios; it must
+    cover every address the radios really used, rotations included."""
+    start = FRIDAY + 16 * HOUR
+    world = World(plan, 8, start, start + 1800, warmup_s=600)
+    feed = RadioFeed(world)
+    while feed.advance():
+        pass
+    used = {bytes.fromhex(a.replace(":", "")) for a in world.addresses_used}
+    possible = world.addresses_possible()
+    assert len(used) > 100
+    assert used <= possible
+    assert len(possible) < 4 * len(used) + 2 * len(world.phones)  # a bounded superset, not every address there is
+
+
 def test_arrivals_follow_the_hourly_profile_and_the_shares(plan: StorePlan) -> None:
     """Two simulated weeks. Stated tolerance: every hour of day within 4 standard deviations of the
     profile (Poisson arrivals of parties, so variance = mean x E[size^2]/E[size]), the total within 2%,
