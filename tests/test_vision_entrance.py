@@ -87,7 +87,9 @@ def test_overhead_door_counts_in_and_out_within_one_percent(overhead) -> None:
 def test_oblique_door_tracking_and_counting_lose_little_with_perfect_detections() -> None:
     # The oblique door (3 m up, 3.5 m inside) is short of 99% with the blob detector (bench/vision_entrance.py).
     # Fed every person's true box, the same tracker and counter count it within 2% each way: what is lost
-    # is in detection. Only people at most half hidden (what a detector has to see) leave many more out.
+    # is in detection. Fed only people at most half hidden (what a detector has to see), a tenth of the
+    # crossings are by someone hidden behind the person in front; counted from that person's crossing
+    # (edge.vision.counter, people in file), at least 95% each way are still counted.
     scene = busy_door(PLAN, "oblique", parties=PARTIES, seed=1)
     truth = scene.truth()
     size = (scene.renderer.camera.height, scene.renderer.camera.width)
@@ -102,7 +104,7 @@ def test_oblique_door_tracking_and_counting_lose_little_with_perfect_detections(
         accuracy[label] = {d: 1 - abs(counted[d] - (truth.entries if d == "in" else truth.exits))
                            / (truth.entries if d == "in" else truth.exits) for d in ("in", "out")}
     assert min(accuracy["perfect"].values()) >= 0.98, accuracy
-    assert max(accuracy["visible"].values()) < min(accuracy["perfect"].values()), accuracy
+    assert min(accuracy["visible"].values()) >= 0.95, accuracy
 
 
 def test_person_boxes_and_detections_from_elsewhere() -> None:

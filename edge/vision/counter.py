@@ -14,10 +14,22 @@ when the foot leaves the band, not when it is a step past the line) without coun
 
 Crossings of a tentative track are held and emitted, with their own frame numbers, once the track is
 confirmed; they are dropped if it dies unconfirmed (a flicker of noise across the line).
+
+People in file (oblique views, where the tracker says who is behind whom): from a camera looking
+along the walking direction the second of two people in file is hidden behind the first for much of
+the way, and a detector that has to see someone misses a tenth of the crossings at a busy door.
+Two rules count them from what is seen of the person in front, and only when that person crosses
+the same way within `companion_frames` (about as long as a hidden track may coast):
+- a track hidden behind someone, coasting on its own motion, whose predicted path crosses the line
+  counts when the person in front crosses too (someone hidden who stopped short is not counted, as
+  their companion stops too); only tracks the size of a whole person do this, not a piece of one;
+- a track first seen coming out from behind someone who has just crossed, on the side they crossed
+  to and with them still walking that way, was walking behind them and crossed with them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -26,9 +38,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from edge.vision.detect import BlobDetector, Detections, PersonSize
 from edge.vision.line import DECREASING, INCREASING, CountingLine, LineError
-from edge.vision.track import Track, Tracker
+from edge.vision.track import EMERGED_DEPTH, HIDDEN_AGE, Track, Tracker
 
 Point = tuple[float, float]
+WHOLE_PERSON = 0.7  # a track behind someone, at least this share of their size (for its depth), is a person
 
 
 @dataclass(frozen=True)
@@ -61,13 +74,20 @@ def point_in_polygon(points: np.ndarray, polygon: list[Point] | np.ndarray) -> n
 class LineCounter:
     """Counts crossings of one line by tracks, once per crossing (see the module docstring)."""
 
-    def __init__(self, line: CountingLine, band_px: float, confirm_px: float = 0.0) -> None:
+    def __init__(self, line: CountingLine, band_px: float, confirm_px: float = 0.0,
+                 person_height: Callable[[float], float] | None = None, companion_frames: int = 30) -> None:
         self.line = line
         self.band = band_px
         self.confirm = confirm_px
+        self.person_height = person_height  # foot row -> pixels; None: every track is a whole person
+        self.companion_frames = companion_frames  # how far apart in time people in file cross
         self._held: dict[int, Crossing] = {}  # crossed, not yet confirm_px beyond the line
         self._side: dict[int, int] = {}
         self._pending: dict[int, list[Crossing]] = {}
+        self._crossed: dict[int, tuple[int, int]] = {}  # track -> (frame, new side) of its latest crossing
+        self._riders: dict[int, tuple[int, int, int]] = {}  # hidden track -> (track in front, frame, new side)
+        self._size: dict[int, float] = {}  # track -> its height over a person's for its foot row, when last seen
+        self._inherited: dict[int, Crossing] = {}  # new track -> the crossing of the person it came from behind
         self.totals = {INCREASING: 0, DECREASING: 0}
         self.inside = 0
 
@@ -85,31 +105,92 @@ class LineCounter:
         self.totals[c.direction] += 1
         self.inside = max(0, self.inside + (1 if self.line.in_out(c.direction) == "in" else -1))
 
+    def _whole(self, t: Track, front: Track) -> bool:
+        """Whether a track behind `front` is a whole person (someone walking behind them), not a piece of one
+        (a head, a torso): its size for its foot row, when last seen, against the front person's."""
+        if self.person_height is None:
+            return True
+        return self._size.get(t.id, 0.0) >= WHOLE_PERSON * self._size.get(front.id, 1.0)
+
+    def _heading(self, t: Track) -> float:
+        """The track's velocity across the line (pixels per frame, positive towards the positive side)."""
+        return float(self.line.signed_distance(np.array([t.foot[0] + t.state[2], t.foot[1] + t.state[3]]))
+                     - self.line.signed_distance(np.array(t.foot)))
+
     def update(self, frame: int, tracks: list[Track]) -> list[Crossing]:
         """Feed the live tracks of one frame; returns the crossings confirmed at this frame."""
         out: list[Crossing] = []
-        alive = {t.id for t in tracks}
+        alive = {t.id: t for t in tracks}
         for t in tracks:
-            if t.time_since_update == 0:  # only measured positions move the committed side
+            if t.time_since_update == 0 and self.person_height is not None:
+                self._size[t.id] = t.h / max(float(self.person_height(t.foot[1])), 1e-9)
+            front = alive.get(t.behind) if t.behind is not None else None
+            hidden = (t.time_since_update > 0 and front is not None and self._whole(t, front)
+                      and front.foot[1] > t.foot[1] + EMERGED_DEPTH * t.h)
+            if t.time_since_update == 0 or hidden:  # a measured position, or the path of someone hidden
                 d = float(self.line.signed_distance(np.array([t.foot]))[0])
                 s = 1 if d > self.band else -1 if d < -self.band else 0
                 prev = self._side.get(t.id, 0)
                 if s != 0 and prev == 0:
                     self._side[t.id] = s
+                    inherited = self._emerged_across(t, s, alive, frame)
+                    if inherited is not None:
+                        self._inherited[t.id] = inherited
                 elif s != 0 and s != prev:
                     self._side[t.id] = s
+                    self._crossed[t.id] = (frame, s)
                     if self._held.pop(t.id, None) is None:  # a held crossing and its return cancel out
                         self._held[t.id] = Crossing(frame, t.id, self.line.direction(prev, s))
-                if t.id in self._held and s * d > self.confirm:
+                        if hidden and front is not None:
+                            self._riders[t.id] = (front.id, frame, s)
+                    else:
+                        self._riders.pop(t.id, None)
+                if t.id in self._held and s * d > self.confirm and not hidden:
                     self._pending.setdefault(t.id, []).append(self._held.pop(t.id))
+                    self._riders.pop(t.id, None)
+            if t.confirmed and t.id in self._inherited:  # counted if they walk on the way they crossed
+                c = self._inherited.pop(t.id)
+                if self._heading(t) * (1 if c.direction == INCREASING else -1) > 0:
+                    self._pending.setdefault(t.id, []).append(c)
             if t.confirmed and t.id in self._pending:
                 out.extend(self._pending.pop(t.id))
+        out.extend(self._riders_across(alive, frame))
         for gone in [i for i in self._side if i not in alive]:
             del self._side[gone]
             self._pending.pop(gone, None)
             self._held.pop(gone, None)
+            self._inherited.pop(gone, None)
+            self._size.pop(gone, None)
+        stale = frame - self.companion_frames
+        for gone in [i for i, (f, _) in self._crossed.items() if i not in alive and f < stale]:
+            del self._crossed[gone]
         for c in out:
             self._emit(c)
+        return out
+
+    def _emerged_across(self, t: Track, side: int, alive: dict[int, Track], frame: int) -> Crossing | None:
+        """The crossing of a track first seen coming out from behind someone who has just crossed to the side
+        it is on, and is still walking that way: it was walking in file behind them, hidden, and crossed
+        with them (dated with them)."""
+        front = alive.get(t.emerged_from) if t.emerged_from is not None else None
+        crossed = self._crossed.get(t.emerged_from) if t.emerged_from is not None else None
+        if (front is None or crossed is None or crossed[1] != side or frame - crossed[0] > self.companion_frames
+                or self._heading(front) * side <= 0):
+            return None
+        return Crossing(crossed[0], t.id, self.line.direction(-side, side))
+
+    def _riders_across(self, alive: dict[int, Track], frame: int) -> list[Crossing]:
+        """Crossings of hidden tracks (their predicted path crossed) once the person they were hidden behind
+        has crossed the same way within `companion_frames`; dropped when that person does not (someone
+        hidden who stopped, or whose prediction ran on)."""
+        out = []
+        for rider, (front, when, side) in list(self._riders.items()):
+            crossed = self._crossed.get(front)
+            if crossed is not None and crossed[1] == side and abs(crossed[0] - when) <= self.companion_frames:
+                out.append(self._held.pop(rider, None) or Crossing(when, rider, self.line.direction(-side, side)))
+                del self._riders[rider]
+            elif front not in alive or frame - when > self.companion_frames:
+                del self._riders[rider]
         return out
 
 
@@ -206,7 +287,7 @@ class VisionPipeline:
         self.tracker = Tracker(gate_px=0.5 * ph, min_hits=s.min_hits, max_age=s.max_age, gate_scale=size.scale_at,
                                occlusion=s.perspective > 0)
         confirm = s.confirm_px if s.confirm_px is not None else 0.15 * ph
-        self.counter = LineCounter(self.line, band, confirm)
+        self.counter = LineCounter(self.line, band, confirm, size.height, HIDDEN_AGE * s.max_age)
 
     @property
     def occupancy(self) -> int:

@@ -17,7 +17,10 @@ Occlusion (`occlusion=True`, for oblique views): a confirmed track whose predict
 feet are hidden, and the bottom of any blob it is matched with is the front person's, so only its
 column is measured; its row follows its own motion until it is in the clear again. While it is behind
 someone its track coasts up to `HIDDEN_AGE` x `max_age` frames: two people walking in file can stay
-one blob for longer than someone is ever missed in the clear.
+one blob for longer than someone is ever missed in the clear. Each track says whom it is behind
+(`behind`), and a new track whose box is mostly covered by a nearer person's (feet `EMERGED_DEPTH` of
+its height lower: clearly deeper, not beside them) says whom it came out from behind (`emerged_from`),
+so the line counter can count people walking in file (edge.vision.counter).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from edge.vision.detect import Detections
 _F = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=np.float64)
 _H = np.array([[1, 0, 0, 0], [0, 1, 0, 0]], dtype=np.float64)
 OCCLUDED = 0.3   # share of a track's box covered by a nearer track's above which it is behind that person
+EMERGED_DEPTH = 0.2  # of a new track's height: how much lower the feet of the person it came out from behind are
 HIDDEN_AGE = 3   # a track behind someone coasts up to this many times max_age (walking behind a person takes longer)
 
 
@@ -48,6 +52,8 @@ class Track:
     time_since_update: int = 0
     confirmed: bool = False
     history: list[tuple[float, float]] = field(default_factory=list)
+    behind: int | None = None         # the nearer track hiding this one this frame (oblique views)
+    emerged_from: int | None = None   # the nearer track this one was hidden behind when it was born
 
     @property
     def foot(self) -> tuple[float, float]:
@@ -129,25 +135,26 @@ class Tracker:
             free[j] = False
         return pairs
 
-    def _occluded(self) -> set[int]:
-        """Confirmed tracks whose predicted box is covered by more than OCCLUDED of its area by a nearer
-        track's (nearer = feet lower in the image, in an oblique view)."""
-        live = [t for t in self.tracks if t.confirmed]
-        if len(live) < 2:
-            return set()
-        b = np.array([t.box for t in live])
-        x0, y0, x1, y1 = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
-        iw = np.clip(np.minimum(x1[:, None], x1[None]) - np.maximum(x0[:, None], x0[None]), 0, None)
-        ih = np.clip(np.minimum(y1[:, None], y1[None]) - np.maximum(y0[:, None], y0[None]), 0, None)
-        cover = iw * ih / np.maximum(b[:, 2] * b[:, 3], 1e-9)[:, None]   # [i, j]: share of i covered by j
-        nearer = y1[None, :] > y1[:, None]
-        hit = ((cover > OCCLUDED) & nearer).any(axis=1)
-        return {t.id for t, h in zip(live, hit) if h}
+    def _covering(self, tracks: list[Track], others: list[Track], margin: float = 0.0) -> dict[int, int]:
+        """For each of `tracks` whose box is covered by more than OCCLUDED of its area by a nearer box among
+        `others` (nearer = feet lower in the image, in an oblique view): the id of the most covering one."""
+        if not tracks or not others:
+            return {}
+        a = np.array([t.box for t in tracks])
+        b = np.array([t.box for t in others])
+        ax1, ay1, bx1, by1 = a[:, 0] + a[:, 2], a[:, 1] + a[:, 3], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+        iw = np.clip(np.minimum(ax1[:, None], bx1[None]) - np.maximum(a[:, 0, None], b[None, :, 0]), 0, None)
+        ih = np.clip(np.minimum(ay1[:, None], by1[None]) - np.maximum(a[:, 1, None], b[None, :, 1]), 0, None)
+        cover = iw * ih / np.maximum(a[:, 2] * a[:, 3], 1e-9)[:, None]   # [i, j]: share of i covered by j
+        cover = np.where(by1[None, :] > ay1[:, None] + margin * a[:, 3, None], cover, 0.0)
+        best = cover.argmax(axis=1)
+        return {t.id: others[int(j)].id for t, j, c in zip(tracks, best, cover.max(axis=1)) if c > OCCLUDED}
 
     def update(self, det: Detections) -> list[Track]:
         for t in self.tracks:
             self._predict(t)
-        occluded = self._occluded() if self.occlusion else set()
+        live = [t for t in self.tracks if t.confirmed]
+        occluded = self._covering(live, live) if self.occlusion else {}
         feet = det.feet
         free = np.ones(len(det), dtype=bool)
         matched: set[int] = set()
@@ -155,14 +162,23 @@ class Tracker:
             for t, j in self._assign(group, feet, free):
                 self._correct(t, feet[j], float(det.w[j]), float(det.h[j]), t.id in occluded)
                 matched.add(t.id)
+        for t in self.tracks:
+            t.behind = occluded.get(t.id)
         self.tracks = [t for t in self.tracks if t.id in matched
                        or (t.confirmed and t.time_since_update <= self.max_age)
                        or (t.id in occluded and t.time_since_update <= HIDDEN_AGE * self.max_age)]
+        born: list[Track] = []
         for j in np.flatnonzero(free):
             cov = np.diag([self._r[0, 0], self._r[1, 1], 25.0, 25.0])
             t = Track(self._next_id, np.array([feet[j, 0], feet[j, 1], 0.0, 0.0]), cov,
                       float(det.w[j]), float(det.h[j]), confirmed=self.min_hits <= 1)
             t.history.append(t.foot)
             self._next_id += 1
-            self.tracks.append(t)
+            born.append(t)
+        if self.occlusion and born:
+            seen = [t for t in self.tracks if t.confirmed and t.time_since_update == 0 and t.behind is None]
+            nearer = self._covering(born, seen, margin=EMERGED_DEPTH)
+            for t in born:
+                t.emerged_from = nearer.get(t.id)
+        self.tracks.extend(born)
         return self.tracks
