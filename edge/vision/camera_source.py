@@ -149,7 +149,7 @@ def replace_placement(counter: Counter, settings: Any) -> Counter:
     old = counter.counter
     if old is not None:  # started: keep what it learnt
         new.detector, new.tracker, new.size = counter.detector, counter.tracker, counter.size
-        new.counter = LineCounter(new.line, old.band, old.confirm)
+        new.counter = LineCounter(new.line, old.band, old.confirm, old.person_height, old.companion_frames)
         new.counter.totals, new.counter.inside = dict(old.totals), old.inside
     return new
 
