@@ -64,6 +64,7 @@ def eval_(
     gt_scale: Annotated[float, typer.Option("--gt-scale", help="Ground-truth pixels -> video pixels (PETS09 vtest.avi: 0.625).")] = 1.0,
     roi: Annotated[str | None, typer.Option("--roi", help="Polygon X1,Y1,X2,Y2,X3,Y3,... in ground-truth pixels: people in view are counted inside it only.")] = None,
     person_height: Annotated[float | None, typer.Option("--person-height", help="Person height in video pixels at the frame's middle row; it grows with y by the perspective setting (default: frame height / 7).")] = None,
+    detector_model: Annotated[Path | None, typer.Option("--detector-model", help="An ONNX person detector (YOLOv5/YOLOv8 export) instead of background subtraction.")] = None,
     tolerance: Annotated[int, typer.Option(help="Frames within which a system crossing matches a true one.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
@@ -73,7 +74,10 @@ def eval_(
     import cv2
     import numpy as np
 
+    from pydantic import ValidationError
+
     from edge.vision.counter import VisionPipeline, VisionSettings
+    from edge.vision.dnn import ModelError
     from edge.vision.line import DIRECTIONS, CountingLine, LineError
     from edge.vision.mot import (
         GroundTruthError,
@@ -100,14 +104,19 @@ def eval_(
         truth = read_gt(gt)
     except GroundTruthError as e:
         raise _fail(str(e)) from None
+    vl = video_line
+    try:
+        settings = VisionSettings(line=f"{vl.x1},{vl.y1},{vl.x2},{vl.y2}", roi=video_roi, person_height_px=person_height,
+                                  detector_model=detector_model)
+        pipe = VisionPipeline(settings)
+    except (ValidationError, ModelError) as e:
+        errors = e.errors() if isinstance(e, ValidationError) else None
+        raise _fail(str(errors[0]["msg"]).removeprefix("Value error, ") if errors else str(e)) from None
     if not video.is_file():
         raise _fail(f"{video}: no such file")
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
         raise _fail(f"{video}: OpenCV cannot open it as a video")
-    vl = video_line
-    settings = VisionSettings(line=f"{vl.x1},{vl.y1},{vl.x2},{vl.y2}", roi=video_roi, person_height_px=person_height)
-    pipe = VisionPipeline(settings)
     crossings, seen = [], []
     t0 = time.perf_counter()
     n = 0

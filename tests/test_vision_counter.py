@@ -400,6 +400,10 @@ def test_eval_unreadable_video_exits_2_naming_the_file(tmp_path) -> None:
     assert r.exit_code == 2 and "bad line" in _err(r)
     r = CliRunner().invoke(vision_app, ["eval", str(video), "--gt", str(tmp_path / "none.txt"), "--line", "x=15"])
     assert r.exit_code == 2 and "none.txt" in _err(r)
+    for model in (tmp_path / "missing.onnx", gt):  # no file; a file that is no model
+        r = CliRunner().invoke(vision_app, ["eval", str(video), "--gt", str(gt), "--line", "x=15",
+                                            "--detector-model", str(model)])
+        assert r.exit_code == 2 and model.name in _err(r) and "Traceback" not in _err(r), _err(r)
 
 
 def test_eval_json_on_a_short_synthetic_video(tmp_path) -> None:

@@ -114,6 +114,7 @@ def build_counter(pipeline: dict[str, Any]) -> Counter:
     """The counting core from the `pipeline` options; ConfigError naming what is wrong."""
     try:
         from edge.vision.counter import VisionPipeline, VisionSettings
+        from edge.vision.dnn import ModelError
     except ImportError as exc:
         raise ConfigError(f"the camera source needs the counting core edge.vision.counter, "
                           f"which cannot be imported: {exc}") from None
@@ -122,7 +123,10 @@ def build_counter(pipeline: dict[str, Any]) -> Counter:
     except ValidationError as exc:
         detail = format_validation_error(exc, prefix="pipeline.")
         raise ConfigError(f"invalid counting settings:\n{detail}") from None
-    return VisionPipeline(settings)
+    try:
+        return VisionPipeline(settings)
+    except ModelError as exc:
+        raise ConfigError(f"pipeline.detector_model: {exc}") from None
 
 
 def placed(pipeline: dict[str, Any], placement: CameraPlacement | None) -> dict[str, Any]:

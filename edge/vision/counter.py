@@ -31,12 +31,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge.vision.detect import BlobDetector, Detections, PersonSize
+from edge.vision.dnn import DnnDetector
 from edge.vision.line import DECREASING, INCREASING, CountingLine, LineError
 from edge.vision.track import EMERGED_DEPTH, HIDDEN_AGE, Track, Tracker
 
@@ -226,6 +228,12 @@ class VisionSettings(BaseModel):
         "(5 s at 10 frames/s), and their track with it.")
     min_hits: int = Field(3, ge=1, description="Frames a track must be matched before it counts.")
     max_age: int = Field(10, ge=0, description="Frames a confirmed track coasts unseen before it is dropped.")
+    detector_model: Path | None = Field(
+        None, description="An ONNX person detector (a YOLOv5 or YOLOv8 export) to find people with instead of background "
+        "subtraction; the installer provides the file (edge.vision.dnn). Default: background subtraction, no weights.")
+    detector_input: int = Field(640, ge=32, description="The detector's square input size in pixels, as exported.")
+    detector_min_score: float = Field(0.4, gt=0, lt=1, description="Lowest score at which a detector's person box is kept.")
+    detector_person_class: int = Field(0, ge=0, description="The detector's class index for a person (0 in COCO).")
 
     @model_validator(mode="before")
     @classmethod
@@ -239,6 +247,13 @@ class VisionSettings(BaseModel):
     @classmethod
     def _line_parses(cls, v: str) -> str:
         CountingLine.parse(v)
+        return v
+
+    @field_validator("detector_model")
+    @classmethod
+    def _model_exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"{v}: no such detector file")
         return v
 
     @field_validator("roi")
@@ -272,7 +287,10 @@ class VisionPipeline:
     def __init__(self, settings: VisionSettings) -> None:
         self.settings = settings
         self.line = CountingLine.parse(settings.line, flip=settings.flip)
-        self.detector: BlobDetector | None = None
+        self.detector: BlobDetector | DnnDetector | None = None
+        if settings.detector_model is not None:  # loaded now: a file OpenCV cannot use fails at start-up
+            self.detector = DnnDetector(settings.detector_model, settings.detector_input, settings.detector_min_score,
+                                        person_class=settings.detector_person_class)
         self.tracker: Tracker | None = None
         self.counter: LineCounter | None = None
 
@@ -281,7 +299,8 @@ class VisionPipeline:
         ph = s.person_height_px or h / 7
         pw = s.person_width_px or 0.4 * ph
         band = s.band_px if s.band_px is not None else 0.06 * ph
-        self.detector = BlobDetector(w, h, pw, ph, s.process_width, s.learning_rate, perspective=s.perspective)
+        if self.detector is None:
+            self.detector = BlobDetector(w, h, pw, ph, s.process_width, s.learning_rate, perspective=s.perspective)
         size = PersonSize(ph, h, s.perspective, pw / ph)
         self.size = size
         self.tracker = Tracker(gate_px=0.5 * ph, min_hits=s.min_hits, max_age=s.max_age, gate_scale=size.scale_at,
@@ -299,7 +318,7 @@ class VisionPipeline:
 
     def process(self, frame: np.ndarray, index: int) -> FrameResult:
         """One frame (BGR or grey) and its number; closing-time resets are the caller's (it owns the clock)."""
-        if self.detector is None:
+        if self.tracker is None:
             self._start(*frame.shape[:2])
         assert self.detector
         return self.process_detections(self.detector.detect(frame), index)
