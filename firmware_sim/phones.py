@@ -70,7 +70,7 @@ class Phone:
     def ble_address(self, when: float, seed: int, rotation_s: float) -> str:
         if self.platform in ("printer", "till", "tablet"):
             return _fmt(self.global_mac)
-        epoch = int((when + self.index * 97.0) // rotation_s)
+        epoch = int((when + self._ble_phase) // rotation_s)
         raw = bytearray(_digest(seed, "ble", self.index, epoch)[:6])
         raw[0] = (raw[0] & 0x3F) | 0x40  # resolvable private address
         return _fmt(bytes(raw))
@@ -78,7 +78,7 @@ class Phone:
     def wifi_mac(self, when: float, seed: int) -> bytes:
         if not self.randomized:
             return self.global_mac
-        epoch = int((when + self.index * 31.0) // self.mac_lifetime_s)
+        epoch = int((when + self._wifi_phase) // self.mac_lifetime_s)
         raw = bytearray(_digest(seed, "wifi", self.index, epoch)[:6])
         raw[0] = (raw[0] & 0xFC) | 0x02  # locally administered, unicast
         return bytes(raw)
@@ -89,10 +89,18 @@ class Phone:
         found = {self.global_mac}
         if self.ble:
             found |= {bytes.fromhex(self.ble_address(t, seed, rotation_s).replace(":", ""))
-                      for t in _one_time_per_period(t0, t1, rotation_s, self.index * 97.0)}
+                      for t in _one_time_per_period(t0, t1, rotation_s, self._ble_phase)}
         if self.wifi:
-            found |= {self.wifi_mac(t, seed) for t in _one_time_per_period(t0, t1, self.mac_lifetime_s, self.index * 31.0)}
+            found |= {self.wifi_mac(t, seed) for t in _one_time_per_period(t0, t1, self.mac_lifetime_s, self._wifi_phase)}
         return found
+
+    @property
+    def _ble_phase(self) -> float:  # phones rotate their addresses out of step with each other
+        return self.index * 97.0
+
+    @property
+    def _wifi_phase(self) -> float:
+        return self.index * 31.0
 
     def eid(self, when: float, rotation_exponent: int) -> bytes:
         assert self.identity_key is not None
