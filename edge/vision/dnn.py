@@ -72,7 +72,6 @@ class DnnDetector:
         self.min_score = min_score
         self.nms_iou = nms_iou
         self.person_class = person_class
-        self.mask: np.ndarray | None = None  # no foreground mask: the snapshot draws boxes only
 
     def detect(self, frame: np.ndarray) -> Detections:
         if frame.ndim == 2:
