@@ -73,9 +73,9 @@ def eval_(
     # the gateway) would otherwise map OpenCV with numpy, about 55 MB.
     import cv2
     import numpy as np
-
     from pydantic import ValidationError
 
+    from edge.settings import format_validation_error
     from edge.vision.counter import VisionPipeline, VisionSettings
     from edge.vision.dnn import ModelError
     from edge.vision.line import DIRECTIONS, CountingLine, LineError
@@ -109,9 +109,10 @@ def eval_(
         settings = VisionSettings(line=f"{vl.x1},{vl.y1},{vl.x2},{vl.y2}", roi=video_roi, person_height_px=person_height,
                                   detector_model=detector_model)
         pipe = VisionPipeline(settings)
-    except (ValidationError, ModelError) as e:
-        errors = e.errors() if isinstance(e, ValidationError) else None
-        raise _fail(str(errors[0]["msg"]).removeprefix("Value error, ") if errors else str(e)) from None
+    except ValidationError as e:
+        raise _fail("invalid counting settings:\n" + format_validation_error(e)) from None
+    except ModelError as e:
+        raise _fail(str(e)) from None
     if not video.is_file():
         raise _fail(f"{video}: no such file")
     cap = cv2.VideoCapture(str(video))

@@ -27,7 +27,7 @@ from edge.vision.mot import (
     true_crossings,
 )
 from edge.vision.camera_source import replace_placement
-from edge.vision.detect import BlobDetector, Detections, _peaks, head_cuts
+from edge.vision.detect import BlobDetector, Detections, PersonSize, _peaks, head_cuts
 from edge.vision.track import Track, Tracker
 from omnisense.vision_cli import vision_app
 
@@ -259,19 +259,18 @@ def test_a_person_behind_another_keeps_their_own_foot_row(occlusion: bool) -> No
 # as the simulated door camera): the second of two walking 30 px apart is hidden behind the first for part
 # of the way. Feet are given per frame; None = not detected (hidden).
 IN_FILE = {"line": "y=122", "person_height_px": 72.0, "perspective": 0.89}
+IN_FILE_SIZE = PersonSize(72.0, H, 0.89)  # a person's height in pixels by foot row, as the counter models it
 
 
 def _count_in_file(paths: list[Path_], frames: int) -> dict[str, int]:
     pipe = VisionPipeline(VisionSettings(**IN_FILE))
-    size = pipe.settings.person_height_px
-    assert size
     totals = {"increasing": 0, "decreasing": 0}
     for f in range(frames):
         boxes = []
         for path in paths:
             foot = path(f)
             if foot is not None:
-                h = size * (1 + 0.89 * (foot[1] - H / 2) / H)
+                h = float(IN_FILE_SIZE.height(foot[1]))
                 boxes.append((foot[0] - 0.2 * h, foot[1] - h, 0.4 * h, h))
         for c in pipe.process_detections(Detections.from_boxes(boxes), f + 1, (H, W)).crossings:
             totals[c.direction] += 1
@@ -316,7 +315,7 @@ def test_a_piece_of_someone_is_not_a_companion_walking_behind_them(placed: bool)
         if placed and f == 3:
             pipe = replace_placement(pipe, VisionSettings(**IN_FILE, zones={"door": [(0, 122), (319, 122), (160, 239)]}))
         y = 230 - 4 * f
-        h = 72 * (1 + 0.89 * (y - H / 2) / H)
+        h = float(IN_FILE_SIZE.height(y))
         boxes = [(160 - 0.2 * h, y - h, 0.4 * h, h)]
         if y > 170:
             boxes.append((163 - 0.2 * h, y - h, 0.4 * h, 0.4 * h))  # head and shoulders, a blob of their own
