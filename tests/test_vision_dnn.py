@@ -17,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edge.settings import ConfigError
-from edge.vision.camera_source import build_counter
+from edge.vision.camera_source import build_counter, replace_placement
 from edge.vision.counter import VisionPipeline, VisionSettings
 from edge.vision.dnn import DnnDetector, ModelError, decode
 
@@ -117,3 +117,18 @@ def test_the_default_needs_no_detector_file() -> None:
     pipe.process(np.zeros((240, 320, 3), np.uint8), 1)
     assert type(pipe.detector).__name__ == "BlobDetector"
     assert cv2.dnn  # the module the detector uses is part of the OpenCV the project installs
+
+
+def test_a_placement_change_keeps_the_loaded_detector_and_counts_on_the_new_line(tmp_path: Path) -> None:
+    model = yolo_model(tmp_path / "m.onnx", [(160, 0, 30, 90, 0, 0.9)], red_row=0)
+    settings = dict(detector_model=model, detector_input=SIZE, person_height_px=90, perspective=0)
+    pipe = VisionPipeline(VisionSettings(line="y=60", **settings))
+    loaded = pipe.detector
+    pipe = replace_placement(pipe, VisionSettings(line="y=160", **settings))
+    assert pipe.detector is loaded  # the network is not read from disk again
+    crossings = []
+    for i, red in enumerate(np.linspace(0.2, 0.8, 40)):
+        frame = np.zeros((SIZE, SIZE, 3), np.uint8)
+        frame[..., 2] = round(red * 255)
+        crossings += pipe.process(frame, i + 1).crossings
+    assert [c.direction for c in crossings] == ["increasing"]

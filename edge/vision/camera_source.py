@@ -149,10 +149,10 @@ def replace_placement(counter: Counter, settings: Any) -> Counter:
     if not isinstance(counter, VisionPipeline):
         log.debug("counter %s has no placement to change", type(counter).__name__)
         return counter
-    new = VisionPipeline(settings)
+    new = VisionPipeline(settings, detector=counter.detector)
     old = counter.counter
     if old is not None:  # started: keep what it learnt
-        new.detector, new.tracker, new.size = counter.detector, counter.tracker, counter.size
+        new.tracker, new.size = counter.tracker, counter.size
         new.counter = LineCounter(new.line, old.band, old.confirm, old.person_height, old.companion_frames)
         new.counter.totals, new.counter.inside = dict(old.totals), old.inside
     return new

@@ -284,11 +284,12 @@ class FrameResult:
 class VisionPipeline:
     """Frames in, counts out: detect, track, count. Pure (no capture, no I/O, no clock)."""
 
-    def __init__(self, settings: VisionSettings) -> None:
+    def __init__(self, settings: VisionSettings, detector: BlobDetector | DnnDetector | None = None) -> None:
+        """`detector`: one already made for these settings (a placement change keeps the loaded model)."""
         self.settings = settings
         self.line = CountingLine.parse(settings.line, flip=settings.flip)
-        self.detector: BlobDetector | DnnDetector | None = None
-        if settings.detector_model is not None:  # loaded now: a file OpenCV cannot use fails at start-up
+        self.detector = detector
+        if detector is None and settings.detector_model is not None:  # loaded now: an unusable file fails at start-up
             self.detector = DnnDetector(settings.detector_model, settings.detector_input, settings.detector_min_score,
                                         person_class=settings.detector_person_class)
         self.tracker: Tracker | None = None
