@@ -185,6 +185,29 @@ def test_a_broad_person_beside_a_slim_one_is_cut_between_their_heads() -> None:
     assert np.allclose(det.foot_y, 200, atol=2.0)
 
 
+def test_two_people_side_by_side_with_a_gap_the_closing_bridges_are_two_detections() -> None:
+    # Two slim people a few pixels apart: together narrower than 1.5 person widths (no column split), and the
+    # closing that joins the pieces of one body bridges the gap. Each is a whole person on their own: two.
+    bg = background()
+    detector = BlobDetector(W, H, PW, PH, perspective=0)
+    for _ in range(WARMUP):
+        detector.detect(bg)
+    f = bg.copy()
+    half = int(0.3 * PW)
+    left, right = 150.0, 150.0 + 2 * half + 4
+    for x in (left, right):
+        cv2.ellipse(f, (int(x), int(200 - PH / 2)), (half, PH // 2), 0, 0, 360, (35, 30, 40), -1)
+    det = detector.detect(f)
+    assert cv2.connectedComponentsWithStats(detector.mask)[0] == 2  # one blob after the closing
+    assert len(det) == 2
+    assert np.allclose(sorted(det.foot_x), [left, right], atol=1.5)
+    # A person whose legs are cut from the torso by clothes the colour of the floor is still one person.
+    f = bg.copy()
+    cv2.ellipse(f, (150, int(200 - PH / 2)), (PW // 2, PH // 2), 0, 0, 360, (35, 30, 40), -1)
+    f[200 - PH // 2 - 1:200 - PH // 2 + 2] = bg[200 - PH // 2 - 1:200 - PH // 2 + 2]
+    assert len(detector.detect(f)) == 1
+
+
 def test_head_cuts_need_two_heads_standing_out() -> None:
     blob = np.zeros((44, 40), np.uint8)
     blob[4:, 0:40] = 255                      # a flat top: a wide object or people with no heads showing

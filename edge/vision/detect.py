@@ -9,7 +9,11 @@ Works with no downloaded weights. Per frame:
 3. MOG2 with shadow detection, learning at `learning_rate` (for the first `_WARMUP` frames faster, at
    1/n, so people in the first frame do not leave ghosts for minutes);
    shadow pixels (value 127) are dropped, only 255 is foreground;
-4. morphology: an opening removes speckle, a closing sized by the person joins a body's pieces;
+4. morphology: an opening removes speckle, a closing sized by the person joins a body's pieces; but where
+   the closing joined two or more pieces that are each as tall as a whole person (`_WHOLE` of the height at
+   their foot row), they are people side by side with a gap between them, kept apart, each with the small
+   pieces nearest to it (a closing wide enough to join a torso to its legs also bridges the gap between
+   two slim people walking together);
 5. contours become blobs; blobs under a tenth of a person's box are noise; a blob wider (taller) than one
    person (k = round(w / person_w) > 1 columns, or rows) is split into columns (rows), each trimmed to its
    own foreground, which separates groups walking side by side (or one behind the other in an oblique
@@ -44,6 +48,7 @@ _WARMUP = 50           # frames after start (or a rebuild) with a fast, 1/n, lea
 _MIN_SCALE = 0.2       # the perspective never shrinks a person below this share of the centre size
 _HEAD_DROP = 0.12      # of a person's height: from the top of the head down to the shoulders, about 20 cm
 _HEAD_SPACING = 0.6    # of a person's width (0.4 x height): heads of people shoulder to shoulder are this far apart
+_WHOLE = 0.9          # of a person's height at its foot row: a foreground piece this tall is a whole person
 _HEAD_SPLIT = 1.2      # blobs being split that are at least this many person widths wide are searched for heads
 
 
@@ -78,6 +83,7 @@ class Detections:
 
 
 Detection = Detections  # one frame's detections; a single detection is a row of it
+Piece = tuple[int, int, int, int, int, np.ndarray]  # a blob or part of one: x, y, w, h, foreground area, its mask
 
 
 @dataclass(frozen=True)
@@ -203,42 +209,78 @@ class BlobDetector:
             self._frames = 1
             self.mask = np.zeros_like(mask)
             return Detections.from_boxes([])
-        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._open)
-        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self._close)
+        opened = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._open)
+        mask = cv2.morphologyEx(opened, cv2.MORPH_CLOSE, self._close)
         self.mask = mask
-        return self._blobs(mask)
+        return self._blobs(mask, opened)
 
-    def _blobs(self, mask: np.ndarray) -> Detections:
-        n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        bottom = mask.shape[0] - 1
+    def _blobs(self, mask: np.ndarray, opened: np.ndarray) -> Detections:
+        """People in the closed foreground `mask`; `opened` is the mask before the closing."""
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        apart = self._apart(labels, n, opened)
         boxes: list[tuple[float, float, float, float]] = []
         for i in range(1, n):
             x, y, w, h, area = (int(v) for v in stats[i])
-            foot = y + h if y + h - 1 < bottom else max(float(y + h), self.person.foot_from_top(y))
-            pw, ph = float(self.person.width(foot)), float(self.person.height(foot))
-            min_area = _MIN_AREA * pw * ph
-            if area < min_area:
-                continue
-            kc = _split_count(w, pw)
-            kr = _split_count(max(h, foot - y), ph)
-            if kc == 1 and kr == 1:
-                boxes.append((x, y, w, foot - y))
-                continue
-            sub = mask[y:y + h, x:x + w]
-            cuts = head_cuts(sub, pw, ph) if w >= _HEAD_SPLIT * pw else None
-            if cuts is None:
-                cuts = [c * w // kc for c in range(kc + 1)]
-            for x0, x1 in zip(cuts[:-1], cuts[1:]):
-                for r in range(kr):
-                    y0, y1 = r * h // kr, (r + 1) * h // kr
-                    cell = sub[y0:y1, x0:x1]
-                    if cv2.countNonZero(cell) < min_area / 2:
-                        continue
-                    rows = np.flatnonzero(cell.any(axis=1))
-                    cols = np.flatnonzero(cell.any(axis=0))
-                    bh = rows[-1] - rows[0] + 1
-                    if y + y0 + rows[0] + bh - 1 >= bottom:  # cut by the bottom edge: feet from the head
-                        bh = max(bh, self.person.foot_from_top(y + y0 + rows[0]) - (y + y0 + rows[0]))
-                    boxes.append((x + x0 + cols[0], y + y0 + rows[0], cols[-1] - cols[0] + 1, bh))
+            for part in apart.get(i) or [(x, y, w, h, area, mask[y:y + h, x:x + w])]:
+                self._people(*part, mask.shape[0] - 1, boxes)
         b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) / self.scale
         return Detections.from_boxes(b)
+
+    def _apart(self, labels: np.ndarray, n: int, opened: np.ndarray) -> dict[int, list[Piece]]:
+        """Blobs (label -> pieces) that the closing joined from two or more whole people with a gap between
+        them (people side by side): each person with the small pieces nearest to them."""
+        n0, lab0, st0, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
+        whole = st0[:, 3] >= _WHOLE * self.person.height(st0[:, 1] + st0[:, 3])
+        whole[0] = False  # the background
+        if whole.sum() < 2:
+            return {}
+        fg = lab0 > 0
+        key = np.unique(lab0[fg].astype(np.int64) * n + labels[fg])  # each piece lies in one blob
+        blob_of = np.zeros(n0, dtype=np.int64)
+        blob_of[key // n] = key % n
+        centre = st0[:, 0] + st0[:, 2] / 2
+        out: dict[int, list[Piece]] = {}
+        for blob in np.flatnonzero(np.bincount(blob_of[whole], minlength=n) >= 2):
+            pieces = np.flatnonzero(blob_of == blob)
+            people = [int(j) for j in pieces if whole[j]]
+            members: dict[int, list[int]] = {j: [j] for j in people}
+            for j in pieces:
+                if not whole[j]:
+                    members[min(people, key=lambda k: abs(centre[k] - centre[j]))].append(int(j))
+            parts = []
+            for js in members.values():
+                x0, y0 = int(st0[js, 0].min()), int(st0[js, 1].min())
+                x1, y1 = int((st0[js, 0] + st0[js, 2]).max()), int((st0[js, 1] + st0[js, 3]).max())
+                sub = np.isin(lab0[y0:y1, x0:x1], js).astype(np.uint8) * 255
+                parts.append((x0, y0, x1 - x0, y1 - y0, int(st0[js, 4].sum()), sub))
+            out[int(blob)] = parts
+        return out
+
+    def _people(self, x: int, y: int, w: int, h: int, area: int, sub: np.ndarray, bottom: int,
+                boxes: list[tuple[float, float, float, float]]) -> None:
+        """The boxes of the people in one blob (box x, y, w, h, its foreground area and mask `sub`)."""
+        foot = y + h if y + h - 1 < bottom else max(float(y + h), self.person.foot_from_top(y))
+        pw, ph = float(self.person.width(foot)), float(self.person.height(foot))
+        min_area = _MIN_AREA * pw * ph
+        if area < min_area:
+            return
+        kc = _split_count(w, pw)
+        kr = _split_count(max(h, foot - y), ph)
+        if kc == 1 and kr == 1:
+            boxes.append((x, y, w, foot - y))
+            return
+        cuts = head_cuts(sub, pw, ph) if w >= _HEAD_SPLIT * pw else None
+        if cuts is None:
+            cuts = [c * w // kc for c in range(kc + 1)]
+        for x0, x1 in zip(cuts[:-1], cuts[1:]):
+            for r in range(kr):
+                y0, y1 = r * h // kr, (r + 1) * h // kr
+                cell = sub[y0:y1, x0:x1]
+                if cv2.countNonZero(cell) < min_area / 2:
+                    continue
+                rows = np.flatnonzero(cell.any(axis=1))
+                cols = np.flatnonzero(cell.any(axis=0))
+                bh = rows[-1] - rows[0] + 1
+                if y + y0 + rows[0] + bh - 1 >= bottom:  # cut by the bottom edge: feet from the head
+                    bh = max(bh, self.person.foot_from_top(y + y0 + rows[0]) - (y + y0 + rows[0]))
+                boxes.append((x + x0 + cols[0], y + y0 + rows[0], cols[-1] - cols[0] + 1, bh))
