@@ -168,13 +168,19 @@ def _confirmed(track_id: int, foot: tuple[float, float], w: float = 20, h: float
     return Track(track_id, np.array([*foot, 0.0, 0.0]), np.diag([4.0, 4.0, 1.0, 1.0]), w, h, hits=5, confirmed=True)
 
 
-def test_a_broad_person_beside_a_slim_one_is_cut_between_their_heads() -> None:
-    # Shoulder to shoulder: a broad person (2 person-widths, e.g. in a coat with bags) and a slim one (0.75).
-    # The blob is 2.75 widths wide: cut into equal columns it would be three people, one of them half of each.
+def warm_detector() -> tuple[np.ndarray, BlobDetector]:
+    """The background and a detector that has learnt it (the synthetic scenes' sizes, no perspective)."""
     bg = background()
     detector = BlobDetector(W, H, PW, PH, perspective=0)
     for _ in range(WARMUP):
         detector.detect(bg)
+    return bg, detector
+
+
+def test_a_broad_person_beside_a_slim_one_is_cut_between_their_heads() -> None:
+    # Shoulder to shoulder: a broad person (2 person-widths, e.g. in a coat with bags) and a slim one (0.75).
+    # The blob is 2.75 widths wide: cut into equal columns it would be three people, one of them half of each.
+    bg, detector = warm_detector()
     f = bg.copy()
     broad, slim = (140.0, 200.0), (140.0 + PW + 0.375 * PW, 200.0)
     cv2.ellipse(f, (int(broad[0]), int(broad[1] - PH / 2)), (PW, PH // 2), 0, 0, 360, (35, 30, 40), -1)
@@ -188,10 +194,7 @@ def test_a_broad_person_beside_a_slim_one_is_cut_between_their_heads() -> None:
 def test_two_people_side_by_side_with_a_gap_the_closing_bridges_are_two_detections() -> None:
     # Two slim people a few pixels apart: together narrower than 1.5 person widths (no column split), and the
     # closing that joins the pieces of one body bridges the gap. Each is a whole person on their own: two.
-    bg = background()
-    detector = BlobDetector(W, H, PW, PH, perspective=0)
-    for _ in range(WARMUP):
-        detector.detect(bg)
+    bg, detector = warm_detector()
     f = bg.copy()
     half = int(0.3 * PW)
     left, right = 150.0, 150.0 + 2 * half + 4
