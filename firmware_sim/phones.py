@@ -14,6 +14,7 @@ reproduces them exactly.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -70,10 +71,7 @@ class Phone:
     def ble_address(self, when: float, seed: int, rotation_s: float) -> str:
         if self.platform in ("printer", "till", "tablet"):
             return _fmt(self.global_mac)
-        epoch = int((when + self._ble_phase) // rotation_s)
-        raw = bytearray(_digest(seed, "ble", self.index, epoch)[:6])
-        raw[0] = (raw[0] & 0x3F) | 0x40  # resolvable private address
-        return _fmt(bytes(raw))
+        return _private_address(seed, self.index, int((when + self._ble_phase) // rotation_s))
 
     def wifi_mac(self, when: float, seed: int) -> bytes:
         if not self.randomized:
@@ -113,8 +111,18 @@ def _one_time_per_period(t0: float, t1: float, period: float, offset: float) -> 
     return [(k + 0.5) * period - offset for k in range(first, last + 1)]
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def _digest(seed: int, *parts: object) -> bytes:
+    """Deterministic bytes for a phone's secrets and addresses. Cached: a phone sends hundreds of adverts
+    with the digest of one rotation period."""
     return hashlib.blake2b(repr((seed, *parts)).encode(), digest_size=16).digest()
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _private_address(seed: int, phone: int, epoch: int) -> str:
+    raw = bytearray(_digest(seed, "ble", phone, epoch)[:6])
+    raw[0] = (raw[0] & 0x3F) | 0x40  # resolvable private address
+    return _fmt(bytes(raw))
 
 
 def _fmt(raw: bytes) -> str:

@@ -75,7 +75,7 @@ class RadioFeed:
             if self._next >= self.world.end:
                 return False
             end = min(self._next + RADIO_WINDOW_S, self.world.end)
-            window = self.world.radio(self._next, end)
+            window = self.world.radio(self._next, end, ble_nodes=self.ble.keys(), wifi_nodes=self.wifi.keys())
             self._next = end
             for r in window.ble:
                 if r.node in self.ble:

@@ -9,6 +9,7 @@ interfaces real hardware uses.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -97,8 +98,13 @@ class World:
             self._renderers[node_id] = FrameRenderer(self.plan, node, self.seed + self.node_index[node_id])
         return self._renderers[node_id]
 
-    def radio(self, a: float, b: float) -> RadioWindow:
-        """Everything the nodes' radios received in [a, b). Call with consecutive windows."""
+    def radio(self, a: float, b: float, ble_nodes: Collection[int] | None = None,
+              wifi_nodes: Collection[int] | None = None) -> RadioWindow:
+        """Everything the nodes' radios received in [a, b). Call with consecutive windows.
+
+        `ble_nodes`, `wifi_nodes`: only these nodes' receptions are made (default: every node's). The
+        others are simulated all the same, so what a node hears does not depend on who else listens.
+        """
         window = RadioWindow()
         present = np.flatnonzero((self._phone_t0 < b) & (self._phone_t1 > a))
         if not len(present):
@@ -107,14 +113,20 @@ class World:
         mix = self.plan.phones
         lo = np.maximum(self._phone_t0[present], a)
         hi = np.minimum(self._phone_t1[present], b)
-        self._ble(window, present, lo, hi, rng, mix.ble_advert_every_s)
-        self._wifi(window, present, lo, hi, rng, mix.probe_burst_every_s)
+        self._ble(window, present, lo, hi, rng, mix.ble_advert_every_s, self._wanted(ble_nodes))
+        self._wifi(window, present, lo, hi, rng, mix.probe_burst_every_s, self._wanted(wifi_nodes))
         window.ble.sort(key=lambda r: r.when)
         window.wifi.sort(key=lambda r: r.when)
         return window
 
+    def _wanted(self, nodes: Collection[int] | None) -> np.ndarray:
+        wanted = np.full(len(self.plan.nodes), nodes is None)
+        if nodes is not None:
+            wanted[list(nodes)] = True
+        return wanted
+
     def _ble(self, window: RadioWindow, present: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-             rng: np.random.Generator, every_s: float) -> None:
+             rng: np.random.Generator, every_s: float, wanted: np.ndarray) -> None:
         counts = rng.poisson((hi - lo) / every_s)
         tx, when = _event_times(present, lo, hi, counts, rng)
         keep = np.array([self.phones[i].ble for i in tx], dtype=bool)
@@ -124,19 +136,20 @@ class World:
         x, y = self._positions(tx, when)
         rssi = self.channel.rssi(tx, when, x, y, self.plan.radio.ble_rssi_1m_dbm)
         rssi[:, ~self._ble_nodes] = np.nan
-        for e, (phone_index, t) in enumerate(zip(tx, when, strict=True)):
-            heard = np.flatnonzero(~np.isnan(rssi[e]))
-            if not len(heard):
-                continue
-            phone = self.phones[phone_index]
+        heard = ~np.isnan(rssi)
+        adverts: dict[int, Advert] = {}
+        for e in np.flatnonzero(heard.any(axis=1)).tolist():  # heard by any node, wanted or not
+            phone_index = int(tx[e])
             self._adverts_sent[phone_index] += 1
-            adv = advert(phone, float(t), self.seed, self.plan, int(self._adverts_sent[phone_index]))
+            adv = advert(self.phones[phone_index], float(when[e]), self.seed, self.plan,
+                         int(self._adverts_sent[phone_index]))
             self.addresses_used.add(adv.address)
-            for node in heard:
-                window.ble.append(BleReception(float(t), int(node), int(rssi[e, node]), adv, int(phone_index)))
+            adverts[e] = adv
+        for e, node in zip(*(i.tolist() for i in np.nonzero(heard & wanted)), strict=True):
+            window.ble.append(BleReception(float(when[e]), node, int(rssi[e, node]), adverts[e], int(tx[e])))
 
     def _wifi(self, window: RadioWindow, present: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-              rng: np.random.Generator, every_s: float) -> None:
+              rng: np.random.Generator, every_s: float, wanted: np.ndarray) -> None:
         counts = rng.poisson((hi - lo) / every_s)
         tx, when = _event_times(present, lo, hi, counts, rng)
         order = np.argsort(when, kind="stable")  # in time order, so each phone's sequence counter only runs forward
@@ -153,16 +166,14 @@ class World:
         fwhen = np.array([f[1] for f in frames])
         x, y = self._positions(ftx, fwhen)
         rssi = self.channel.rssi(ftx, fwhen, x, y, self.plan.radio.wifi_rssi_1m_dbm)
-        for e, (phone_index, ft, channel, source, seq) in enumerate(frames):
-            nodes = np.flatnonzero((self._wifi_channel == channel) & ~np.isnan(rssi[e]))
-            if not len(nodes):
-                continue
+        heard = (self._wifi_channel[None, :] == np.array([f[2] for f in frames])[:, None]) & ~np.isnan(rssi)
+        for e in np.flatnonzero(heard.any(axis=1)).tolist():
+            self.addresses_used.add(":".join(f"{b:02X}" for b in frames[e][3]))
+        for e, node in zip(*(i.tolist() for i in np.nonzero(heard & wanted)), strict=True):
+            phone_index, ft, channel, source, seq = frames[e]
             phone = self.phones[phone_index]
-            self.addresses_used.add(":".join(f"{b:02X}" for b in source))
-            for node in nodes:
-                frame = dot11.probe_request(source, seq, channel, int(rssi[e, node]), phone.fingerprint,
-                                            probe_ssid(phone))
-                window.wifi.append(WifiReception(ft, int(node), frame, phone_index))
+            frame = dot11.probe_request(source, seq, channel, int(rssi[e, node]), phone.fingerprint, probe_ssid(phone))
+            window.wifi.append(WifiReception(ft, node, frame, phone_index))
 
     def _positions(self, tx: np.ndarray, when: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = np.empty(len(tx))

@@ -84,6 +84,27 @@ def test_the_same_seed_gives_the_same_truth_and_sensor_output(plan: StorePlan) -
     assert len(first[1]) > 0
 
 
+def test_what_a_node_hears_does_not_depend_on_who_else_listens(plan: StorePlan) -> None:
+    """A node process asks the world for its own node's receptions only; it must hear exactly what it
+    would hear among all the nodes, adverts' contents and rotating addresses included."""
+    start = FRIDAY + 16 * HOUR
+    node = plan.nodes.index(next(n for n in plan.nodes if n.ble is not None and n.wifi is not None))
+
+    def heard(only: set[int] | None) -> tuple[list, list, set[str]]:
+        world = World(plan, 5, start, start + 600)
+        ble, wifi = [], []
+        for t in range(0, 600, 20):
+            window = world.radio(start + t, start + t + 20, ble_nodes=only, wifi_nodes=only)
+            ble += [(r.when, r.rssi, r.advert) for r in window.ble if r.node == node]
+            wifi += [(w.when, w.frame) for w in window.wifi if w.node == node]
+            assert only is None or {r.node for r in window.ble} | {w.node for w in window.wifi} <= only
+        return ble, wifi, world.addresses_used
+
+    alone, among_all = heard({node}), heard(None)
+    assert len(alone[0]) > 100 and len(alone[1]) > 10
+    assert alone == among_all
+
+
 def test_every_address_a_phone_puts_on_air_is_among_the_possible_ones(plan: StorePlan) -> None:
     """The privacy test searches for `addresses_possible` instead of replaying the radios; it must
     cover every address the radios really used, rotations included."""
