@@ -77,12 +77,10 @@ class RadioFeed:
             end = min(self._next + RADIO_WINDOW_S, self.world.end)
             window = self.world.radio(self._next, end, ble_nodes=self.ble.keys(), wifi_nodes=self.wifi.keys())
             self._next = end
-            for r in window.ble:
-                if r.node in self.ble:
-                    self.ble[r.node].append(r)
+            for r in window.ble:  # the world made only the subscribers' receptions
+                self.ble[r.node].append(r)
             for w in window.wifi:
-                if w.node in self.wifi:
-                    self.wifi[w.node].append(w)
+                self.wifi[w.node].append(w)
         return True
 
 
