@@ -70,7 +70,7 @@ class Phone:
 
     def ble_address(self, when: float, seed: int, rotation_s: float) -> str:
         if self.platform in ("printer", "till", "tablet"):
-            return _fmt(self.global_mac)
+            return mac_text(self.global_mac)
         return _private_address(seed, self.index, int((when + self._ble_phase) // rotation_s))
 
     def wifi_mac(self, when: float, seed: int) -> bytes:
@@ -122,10 +122,11 @@ def _digest(seed: int, *parts: object) -> bytes:
 def _private_address(seed: int, phone: int, epoch: int) -> str:
     raw = bytearray(_digest(seed, "ble", phone, epoch)[:6])
     raw[0] = (raw[0] & 0x3F) | 0x40  # resolvable private address
-    return _fmt(bytes(raw))
+    return mac_text(bytes(raw))
 
 
-def _fmt(raw: bytes) -> str:
+def mac_text(raw: bytes) -> str:
+    """An address as radios print it: upper-case hex pairs joined by colons."""
     return ":".join(f"{b:02X}" for b in raw)
 
 

@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 
 from edge.settings import ConfigModel
 from firmware_sim import geometry
-from firmware_sim.phones import Advert
+from firmware_sim.phones import Advert, mac_text
 from firmware_sim.rf import RadioChannel
 from firmware_sim.sources import SimBleakScanner, to_bleak
 from firmware_sim.world import BleReception, World
@@ -79,7 +79,7 @@ class ReferenceBeacon:
         self.channel = RadioChannel(plan, 1, world.seed + 7919)  # its own fading draws: the world's stay as they are
         self.x, self.y = self._spot(world, node.position, options.distance_m)
         digest = hashlib.blake2b(f"{world.seed}:reference:{node_id}".encode(), digest_size=6).digest()
-        self.address = (options.address or ":".join(f"{b:02X}" for b in bytes([digest[0] | 0xC0]) + digest[1:])).upper()
+        self.address = (options.address or mac_text(bytes([digest[0] | 0xC0]) + digest[1:])).upper()
         self.manufacturer_data = self._payload(options)
         self.start, self.end = world.start, world.end
 

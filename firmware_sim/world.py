@@ -21,6 +21,7 @@ from firmware_sim.phones import (
     Phone,
     advert,
     build_phones,
+    mac_text,
     probe_burst,
     probe_ssid,
 )
@@ -168,7 +169,7 @@ class World:
         rssi = self.channel.rssi(ftx, fwhen, x, y, self.plan.radio.wifi_rssi_1m_dbm)
         heard = (self._wifi_channel[None, :] == np.array([f[2] for f in frames])[:, None]) & ~np.isnan(rssi)
         for e in np.flatnonzero(heard.any(axis=1)).tolist():
-            self.addresses_used.add(":".join(f"{b:02X}" for b in frames[e][3]))
+            self.addresses_used.add(mac_text(frames[e][3]))
         for e, node in zip(*(i.tolist() for i in np.nonzero(heard & wanted)), strict=True):
             phone_index, ft, channel, source, seq = frames[e]
             phone = self.phones[phone_index]

@@ -218,11 +218,12 @@ class BlobDetector:
         """People in the closed foreground `mask`; `opened` is the mask before the closing."""
         n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         apart = self._apart(labels, n, opened)
+        bottom = mask.shape[0] - 1
         boxes: list[tuple[float, float, float, float]] = []
         for i in range(1, n):
             x, y, w, h, area = (int(v) for v in stats[i])
             for part in apart.get(i) or [(x, y, w, h, area, mask[y:y + h, x:x + w])]:
-                self._people(*part, mask.shape[0] - 1, boxes)
+                self._people(*part, bottom, boxes)
         b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) / self.scale
         return Detections.from_boxes(b)
 
