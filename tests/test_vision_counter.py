@@ -359,6 +359,23 @@ def test_two_coming_in_in_file_count_two_though_the_second_is_seen_only_past_the
     assert _count_in_file([first, second], 45) == {"increasing": 2, "decreasing": 0}
 
 
+def test_three_coming_in_in_file_count_three_though_the_last_two_are_seen_only_past_the_line() -> None:
+    # A quicker leader, then two close in file: the second comes out from behind the leader past the line,
+    # and the third from behind the second once the leader is far ahead. Each crossed with the one in front.
+    first = _walk(100, 6)
+    second = _walk(70, 4, seen=lambda y: y > 150)
+    third = _walk(40, 4, seen=lambda y: y > 150)
+    assert _count_in_file([first, second, third], 55) == {"increasing": 3, "decreasing": 0}
+
+
+def test_a_leader_hidden_a_step_past_the_line_counts_when_the_one_behind_crosses_too() -> None:
+    # Walking out: the leader is seen crossing the line but goes behind the follower before being a step
+    # past it (the crossing is not yet confirmed); the follower crossing the same way confirms it.
+    leader = _walk(200, -4, seen=lambda y: y > 108)
+    follower = _walk(230, -4)
+    assert _count_in_file([leader, follower], 60) == {"increasing": 0, "decreasing": 2}
+
+
 def test_someone_coming_out_from_behind_walking_the_other_way_has_not_crossed_with_them() -> None:
     # Someone standing inside (unseen: long in the background) sets off out of the store just as a person
     # coming in passes in front of them: one in, and one out when they cross, not an "in" copied from the

@@ -22,9 +22,11 @@ Two rules count them from what is seen of the person in front, and only when tha
 the same way within `companion_frames` (about as long as a hidden track may coast):
 - a track hidden behind someone, coasting on its own motion, whose predicted path crosses the line
   counts when the person in front crosses too (someone hidden who stopped short is not counted, as
-  their companion stops too); only tracks the size of a whole person do this, not a piece of one;
+  their companion stops too); only tracks the size of a whole person do this, not a piece of one; so
+  does a track seen crossing that goes behind someone before it is `confirm_px` past the line;
 - a track first seen coming out from behind someone who has just crossed, on the side they crossed
-  to and with them still walking that way, was walking behind them and crossed with them.
+  to and with them still walking that way, was walking behind them and crossed with them; and whoever
+  comes out from behind that track in turn crossed with it too (three in file).
 """
 
 from __future__ import annotations
@@ -150,10 +152,13 @@ class LineCounter:
                 if t.id in self._held and s * d > self.confirm and not hidden:
                     self._pending.setdefault(t.id, []).append(self._held.pop(t.id))
                     self._riders.pop(t.id, None)
+                elif hidden and front is not None and t.id in self._held and t.id not in self._riders:
+                    self._riders[t.id] = (front.id, self._held[t.id].frame, self._side[t.id])  # hidden before confirmed
             if t.confirmed and t.id in self._inherited:  # counted if they walk on the way they crossed
                 c = self._inherited.pop(t.id)
                 if self._heading(t) * (1 if c.direction == INCREASING else -1) > 0:
                     self._pending.setdefault(t.id, []).append(c)
+                    self._crossed[t.id] = (c.frame, self._side[t.id])  # someone may come out from behind them
             if t.confirmed and t.id in self._pending:
                 out.extend(self._pending.pop(t.id))
         out.extend(self._riders_across(alive, frame))
