@@ -330,6 +330,15 @@ def test_someone_hidden_who_stops_short_of_the_line_is_not_counted() -> None:
     assert _count_in_file([leader, follower], 80) == {"increasing": 0, "decreasing": 0}
 
 
+def test_someone_seen_behind_another_who_stops_short_of_the_line_is_not_counted() -> None:
+    # The same pair, but the leader is detected all the way (a detector that sees people half hidden): behind
+    # the follower only their column is measured and their row is a prediction, which runs on across the line
+    # when they stop. A prediction counts only with the person in front, who never crosses.
+    leader = _walk(200, -4, stop=130)
+    follower = _walk(230, -4, stop=162)
+    assert _count_in_file([leader, follower], 80) == {"increasing": 0, "decreasing": 0}
+
+
 @pytest.mark.parametrize("placed", [False, True])
 def test_a_piece_of_someone_is_not_a_companion_walking_behind_them(placed: bool) -> None:
     # A blob that also splits off a person's head and shoulders (a scarf the colour of the floor) makes a

@@ -20,7 +20,8 @@ along the walking direction the second of two people in file is hidden behind th
 the way, and a detector that has to see someone misses a tenth of the crossings at a busy door.
 Two rules count them from what is seen of the person in front, and only when that person crosses
 the same way within `companion_frames` (about as long as a hidden track may coast):
-- a track hidden behind someone, coasting on its own motion, whose predicted path crosses the line
+- a track behind someone (unseen, or matched to a detection of which the tracker believes only the
+  column: its row is then a prediction from its own motion) whose predicted path crosses the line
   counts when the person in front crosses too (someone hidden who stopped short is not counted, as
   their companion stops too); only tracks the size of a whole person do this, not a piece of one; so
   does a track seen crossing that goes behind someone before it is `confirm_px` past the line;
@@ -129,9 +130,9 @@ class LineCounter:
             if t.time_since_update == 0 and self.person_height is not None:
                 self._size[t.id] = t.h / max(float(self.person_height(t.foot[1])), 1e-9)
             front = alive.get(t.behind) if t.behind is not None else None
-            hidden = (t.time_since_update > 0 and front is not None and self._whole(t, front)
+            hidden = (front is not None and self._whole(t, front)
                       and front.foot[1] > t.foot[1] + EMERGED_DEPTH * t.h)
-            if t.time_since_update == 0 or hidden:  # a measured position, or the path of someone hidden
+            if t.time_since_update == 0 or hidden:  # a measured position, or the predicted path of someone hidden
                 d = float(self.line.signed_distance(np.array([t.foot]))[0])
                 s = 1 if d > self.band else -1 if d < -self.band else 0
                 prev = self._side.get(t.id, 0)
