@@ -154,7 +154,8 @@ class LineCounter:
                     self._pending.setdefault(t.id, []).append(self._held.pop(t.id))
                     self._riders.pop(t.id, None)
                 elif hidden and front is not None and t.id in self._held and t.id not in self._riders:
-                    self._riders[t.id] = (front.id, self._held[t.id].frame, self._side[t.id])  # hidden before confirmed
+                    # hidden before a step past the line: counts with the person in front
+                    self._riders[t.id] = (front.id, self._held[t.id].frame, self._side[t.id])
             if t.confirmed and t.id in self._inherited:  # counted if they walk on the way they crossed
                 c = self._inherited.pop(t.id)
                 if self._heading(t) * (1 if c.direction == INCREASING else -1) > 0:
