@@ -211,6 +211,26 @@ def test_two_people_side_by_side_with_a_gap_the_closing_bridges_are_two_detectio
     assert len(detector.detect(f)) == 1
 
 
+def test_the_detector_says_which_box_bottoms_are_feet() -> None:
+    # A whole person: their feet. An upper body (the legs behind someone the colour of the floor), a person
+    # cut by the frame's bottom edge, and the upper one of two people in file split into rows: a cut, not
+    # feet (the tracker then believes only the column of a box matched to someone half hidden).
+    bg, detector = warm_detector()
+    f = bg.copy()
+    cv2.ellipse(f, (60, int(150 - PH / 2)), (PW // 2, PH // 2), 0, 0, 360, (35, 30, 40), -1)   # whole
+    cv2.ellipse(f, (140, int(120 - PH / 4)), (PW // 2, PH // 4), 0, 0, 360, (35, 30, 40), -1)  # upper body
+    cv2.ellipse(f, (220, H - PH // 4), (PW // 2, PH // 2), 0, 0, 360, (35, 30, 40), -1)         # at the edge
+    cv2.ellipse(f, (290, int(200 - PH)), (PW // 2, PH), 0, 0, 360, (35, 30, 40), -1)            # two in file
+    det = detector.detect(f)
+    seen = {round(float(x) / 10): bool(s) for x, s in zip(det.foot_x, det.feet_seen)}
+    rows = sorted((float(y), bool(s)) for x, y, s in zip(det.foot_x, det.foot_y, det.feet_seen) if x > 260)
+    assert seen[6] and not seen[14] and not seen[22]
+    assert len(rows) == 2 and rows[0][1] is False and rows[1][1] is True
+    assert Detections.from_boxes([(0, 0, 10, 20)]).feet_seen.tolist() == [True]  # a person detector's box
+    with pytest.raises(ValueError, match="feet_seen"):
+        Detections.from_boxes([(0, 0, 10, 20)], feet_seen=[True, False])
+
+
 def test_head_cuts_need_two_heads_standing_out() -> None:
     blob = np.zeros((44, 40), np.uint8)
     blob[4:, 0:40] = 255                      # a flat top: a wide object or people with no heads showing
@@ -279,6 +299,22 @@ def test_a_person_behind_another_keeps_their_own_foot_row(occlusion: bool) -> No
         assert abs(rear.foot[1] - 100) < 1e-6
     else:
         assert rear.foot[1] > 105  # without occlusion handling it is dragged down towards the front person
+
+
+@pytest.mark.parametrize("feet_seen", [True, False])
+def test_a_person_half_hidden_whose_feet_are_seen_keeps_their_measured_row(feet_seen: bool) -> None:
+    # R is half behind F, but the detection matched to R is a whole person whose bottom is R's own feet, well
+    # above F's: its row is a measurement (a person detector's box). A bottom that is a cut (a blob split into
+    # rows, an upper body) says nothing about R's row.
+    tracker = Tracker(gate_px=25, occlusion=True)
+    rear, front = _confirmed(1, (100, 100)), _confirmed(2, (100, 125))
+    tracker.tracks = [rear, front]
+    tracker.update(Detections.from_boxes([(87, 56, 20, 50), (91, 75, 20, 50)], feet_seen=[feet_seen, True]))
+    assert rear.time_since_update == 0
+    if feet_seen:
+        assert rear.foot[1] > 102  # pulled towards the measured 106
+    else:
+        assert abs(rear.foot[1] - 100) < 1e-6
 
 
 # People in file seen by an oblique camera (line y=122, a 72 px person at the middle row, 0.89 perspective,

@@ -54,12 +54,16 @@ _HEAD_SPLIT = 1.2      # blobs being split that are at least this many person wi
 
 @dataclass(frozen=True)
 class Detections:
-    """Boxes (left, top, width, height) and foot points (bottom centre), frame pixels, one row each."""
+    """Boxes (left, top, width, height) and foot points (bottom centre), frame pixels, one row each.
+    `feet_seen`: whether a box's bottom is where the person's feet were seen: not a cut (a blob split into
+    rows, the frame's edge), an estimate from the head, or the bottom of a blob too short to be a whole
+    person (an upper body whose legs are behind someone)."""
 
     x: np.ndarray
     y: np.ndarray
     w: np.ndarray
     h: np.ndarray
+    feet_seen: np.ndarray
 
     @property
     def foot_x(self) -> np.ndarray:
@@ -77,13 +81,19 @@ class Detections:
         return len(self.x)
 
     @classmethod
-    def from_boxes(cls, boxes: list[tuple[float, float, float, float]] | np.ndarray) -> Detections:
+    def from_boxes(cls, boxes: list[tuple[float, float, float, float]] | np.ndarray,
+                   feet_seen: list[bool] | np.ndarray | None = None) -> Detections:
+        """`feet_seen` defaults to every box's bottom being its person's feet (a person detector's boxes)."""
         b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        return cls(b[:, 0].copy(), b[:, 1].copy(), b[:, 2].copy(), b[:, 3].copy())
+        seen = np.ones(len(b), dtype=bool) if feet_seen is None else np.asarray(feet_seen, dtype=bool).reshape(-1)
+        if len(seen) != len(b):
+            raise ValueError(f"{len(seen)} feet_seen flags for {len(b)} boxes")
+        return cls(b[:, 0].copy(), b[:, 1].copy(), b[:, 2].copy(), b[:, 3].copy(), seen)
 
 
 Detection = Detections  # one frame's detections; a single detection is a row of it
 Piece = tuple[int, int, int, int, int, np.ndarray]  # a blob or part of one: x, y, w, h, foreground area, its mask
+Box = tuple[float, float, float, float, bool]  # left, top, width, height, feet seen
 
 
 @dataclass(frozen=True)
@@ -219,13 +229,13 @@ class BlobDetector:
         n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         apart = self._apart(labels, n, opened)
         bottom = mask.shape[0] - 1
-        boxes: list[tuple[float, float, float, float]] = []
+        boxes: list[Box] = []
         for i in range(1, n):
             x, y, w, h, area = (int(v) for v in stats[i])
             for part in apart.get(i) or [(x, y, w, h, area, mask[y:y + h, x:x + w])]:
                 self._people(*part, bottom, boxes)
-        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) / self.scale
-        return Detections.from_boxes(b)
+        b = np.asarray([box[:4] for box in boxes], dtype=np.float64).reshape(-1, 4) / self.scale
+        return Detections.from_boxes(b, [box[4] for box in boxes])
 
     def _apart(self, labels: np.ndarray, n: int, opened: np.ndarray) -> dict[int, list[Piece]]:
         """Blobs (label -> pieces) that the closing joined from two or more whole people with a gap between
@@ -258,9 +268,10 @@ class BlobDetector:
         return out
 
     def _people(self, x: int, y: int, w: int, h: int, area: int, sub: np.ndarray, bottom: int,
-                boxes: list[tuple[float, float, float, float]]) -> None:
+                boxes: list[Box]) -> None:
         """The boxes of the people in one blob (box x, y, w, h, its foreground area and mask `sub`)."""
-        foot = y + h if y + h - 1 < bottom else max(float(y + h), self.person.foot_from_top(y))
+        edge = y + h - 1 >= bottom
+        foot = y + h if not edge else max(float(y + h), self.person.foot_from_top(y))
         pw, ph = float(self.person.width(foot)), float(self.person.height(foot))
         min_area = _MIN_AREA * pw * ph
         if area < min_area:
@@ -268,7 +279,7 @@ class BlobDetector:
         kc = _split_count(w, pw)
         kr = _split_count(max(h, foot - y), ph)
         if kc == 1 and kr == 1:
-            boxes.append((x, y, w, foot - y))
+            boxes.append((x, y, w, foot - y, not edge and foot - y >= _WHOLE * ph))
             return
         cuts = head_cuts(sub, pw, ph) if w >= _HEAD_SPLIT * pw else None
         if cuts is None:
@@ -282,6 +293,8 @@ class BlobDetector:
                 rows = np.flatnonzero(cell.any(axis=1))
                 cols = np.flatnonzero(cell.any(axis=0))
                 bh = rows[-1] - rows[0] + 1
-                if y + y0 + rows[0] + bh - 1 >= bottom:  # cut by the bottom edge: feet from the head
+                cut = y + y0 + rows[0] + bh - 1 >= bottom
+                if cut:  # cut by the bottom edge: feet from the head
                     bh = max(bh, self.person.foot_from_top(y + y0 + rows[0]) - (y + y0 + rows[0]))
-                boxes.append((x + x0 + cols[0], y + y0 + rows[0], cols[-1] - cols[0] + 1, bh))
+                seen = r == kr - 1 and not cut and bh >= _WHOLE * float(self.person.height(y + y0 + rows[0] + bh))
+                boxes.append((x + x0 + cols[0], y + y0 + rows[0], cols[-1] - cols[0] + 1, bh, seen))

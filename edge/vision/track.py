@@ -15,7 +15,9 @@ person hidden behind another) and then dies.
 Occlusion (`occlusion=True`, for oblique views): a confirmed track whose predicted box is more than
 `OCCLUDED` covered by a nearer track's box (nearer = feet lower in the image) is behind someone. Its
 feet are hidden, and the bottom of any blob it is matched with is the front person's, so only its
-column is measured; its row follows its own motion until it is in the clear again. While it is behind
+column is measured; its row follows its own motion until it is in the clear again. The exception is a
+detection whose feet were seen (`Detections.feet_seen`: a whole person's box, not a cut) clearly deeper
+than the front person's: someone half hidden beside or behind them, whose feet are their own. While it is behind
 someone its track coasts up to `HIDDEN_AGE` x `max_age` frames: two people walking in file can stay
 one blob for longer than someone is ever missed in the clear. Each track says whom it is behind
 (`behind`), and a new track whose box is mostly covered by a nearer person's (feet `EMERGED_DEPTH` of
@@ -158,9 +160,13 @@ class Tracker:
         feet = det.feet
         free = np.ones(len(det), dtype=bool)
         matched: set[int] = set()
+        fronts = {t.id: t for t in live}
         for group in ([t for t in self.tracks if t.confirmed], [t for t in self.tracks if not t.confirmed]):
             for t, j in self._assign(group, feet, free):
-                self._correct(t, feet[j], float(det.w[j]), float(det.h[j]), t.id in occluded)
+                front = fronts.get(occluded.get(t.id, -1))
+                row_hidden = front is not None and not (
+                    det.feet_seen[j] and feet[j, 1] < front.state[1] - EMERGED_DEPTH * t.h)
+                self._correct(t, feet[j], float(det.w[j]), float(det.h[j]), row_hidden)
                 matched.add(t.id)
         for t in self.tracks:
             t.behind = occluded.get(t.id)
