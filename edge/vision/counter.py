@@ -130,7 +130,7 @@ class LineCounter:
             if t.time_since_update == 0 and self.person_height is not None:
                 self._size[t.id] = t.h / max(float(self.person_height(t.foot[1])), 1e-9)
             front = alive.get(t.behind) if t.behind is not None else None
-            hidden = (front is not None and self._whole(t, front)
+            hidden = ((t.time_since_update > 0 or not t.row_measured) and front is not None and self._whole(t, front)
                       and front.foot[1] > t.foot[1] + EMERGED_DEPTH * t.h)
             if t.time_since_update == 0 or hidden:  # a measured position, or the predicted path of someone hidden
                 d = float(self.line.signed_distance(np.array([t.foot]))[0])

@@ -52,6 +52,7 @@ class Track:
     hits: int = 1
     age: int = 1
     time_since_update: int = 0
+    row_measured: bool = True          # the last match measured the foot row, not only the column
     confirmed: bool = False
     history: list[tuple[float, float]] = field(default_factory=list)
     behind: int | None = None         # the nearer track hiding this one this frame (oblique views)
@@ -107,6 +108,7 @@ class Tracker:
             t.h += 0.3 * (h - t.h)
         t.hits += 1
         t.time_since_update = 0
+        t.row_measured = not occluded
         if t.hits >= self.min_hits:
             t.confirmed = True
         t.history.append(t.foot)
