@@ -17,9 +17,9 @@ Occlusion (`occlusion=True`, for oblique views): a confirmed track whose predict
 feet are hidden, and the bottom of any blob it is matched with is the front person's, so only its
 column is measured; its row follows its own motion until it is in the clear again. The exception is a
 detection whose feet were seen (`Detections.feet_seen`: a whole person's box, not a cut) clearly deeper
-than the front person's: someone half hidden beside or behind them, whose feet are their own. While it is behind
-someone its track coasts up to `HIDDEN_AGE` x `max_age` frames: two people walking in file can stay
-one blob for longer than someone is ever missed in the clear. Each track says whom it is behind
+than the front person's: someone half hidden beside or behind them, whose feet are their own. While it
+is behind someone its track coasts up to `HIDDEN_AGE` x `max_age` frames: two people walking in file
+can stay one blob for longer than someone is ever missed in the clear. Each track says whom it is behind
 (`behind`), and a new track whose box is mostly covered by a nearer person's (feet `EMERGED_DEPTH` of
 its height lower: clearly deeper, not beside them) says whom it came out from behind (`emerged_from`),
 so the line counter can count people walking in file (edge.vision.counter).
